@@ -1,0 +1,123 @@
+"""The event envelope: CloudEvents 1.0, structured JSON mode, with garrison's extensions.
+
+An event on ``<app>.events`` is a JSON object with the CloudEvents attributes
+``specversion`` ("1.0"), ``id``, ``source``, ``type``, optional ``time`` (RFC 3339) and
+``data``, plus the extension attributes ``tenant``, ``machine`` and ``instance``
+(and ``timer`` on the events garrison's durable timers deliver). Its
+Kafka key is the tenant id. ``id`` is the idempotency key. Optional ``parentid`` links
+a reply to the command that caused it (arvo's convention).
+
+Example::
+
+    raw = encode_event(Event(id="e1", type="order.placed", source="shop", tenant="acme",
+                             machine="order", instance="o-1", time_ms=0, data={"sku": "x"}))
+    assert decode_event(raw, fallback_time_ms=0).type == "order.placed"
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from pipeline.address import check_id
+from pipeline.errors import InvalidAddress, InvalidEvent
+
+__all__ = ["Event", "decode_event", "encode_event", "format_time", "parse_time"]
+
+_REQUIRED = ("id", "source", "type", "tenant", "machine", "instance")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A decoded, validated garrison event. ``time_ms`` is epoch milliseconds."""
+
+    id: str
+    type: str
+    source: str
+    tenant: str
+    machine: str
+    instance: str
+    time_ms: int
+    data: Any = None
+    parentid: str | None = None
+    timer: str | None = None
+
+    @property
+    def time(self) -> datetime:
+        """The event's time as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.time_ms / 1000, tz=UTC)
+
+
+def parse_time(text: str) -> int:
+    """RFC 3339 text to epoch milliseconds; raises :class:`InvalidEvent` if it is not."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise InvalidEvent(f"time {text!r} is not RFC 3339, e.g. '2026-01-31T12:00:00Z'") from None
+    if moment.tzinfo is None:
+        raise InvalidEvent(f"time {text!r} has no UTC offset; add 'Z' or '+00:00'")
+    return int(moment.timestamp() * 1000)
+
+
+def format_time(time_ms: int) -> str:
+    """Epoch milliseconds to RFC 3339 UTC text with millisecond precision."""
+    moment = datetime.fromtimestamp(time_ms / 1000, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def decode_event(value: bytes | None, *, fallback_time_ms: int) -> Event:
+    """Decode and validate one event. Without a ``time`` attribute, the event takes
+    ``fallback_time_ms`` (the Kafka record's timestamp), so a replay of the log sees the
+    same time. Raises :class:`InvalidEvent` with what is wrong."""
+    if value is None:
+        raise InvalidEvent("record has no value (a tombstone); send a CloudEvent JSON object")
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"value is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise InvalidEvent(f"value is JSON {type(obj).__name__}, expected a CloudEvent object")
+    if obj.get("specversion") != "1.0":
+        raise InvalidEvent(
+            f"specversion is {obj.get('specversion')!r}; garrison reads CloudEvents '1.0'")
+    missing = [name for name in _REQUIRED if name not in obj]
+    if missing:
+        raise InvalidEvent(f"missing CloudEvents attribute(s): {', '.join(missing)}")
+    for name in ("id", "source", "type"):
+        if not isinstance(obj[name], str) or not obj[name]:
+            raise InvalidEvent(f"attribute {name!r} must be a non-empty string")
+    try:
+        tenant = check_id("tenant", obj["tenant"])
+        machine = check_id("machine", obj["machine"])
+        instance = check_id("instance", obj["instance"])
+    except InvalidAddress as exc:
+        raise InvalidEvent(str(exc), event_type=obj["type"]) from None
+    raw_time = obj.get("time")
+    time_ms = fallback_time_ms if raw_time is None else parse_time(raw_time)
+    parent = obj.get("parentid")
+    timer = obj.get("timer")
+    return Event(obj["id"], obj["type"], obj["source"], tenant, machine, instance, time_ms,
+                 obj.get("data"), parent if isinstance(parent, str) else None,
+                 timer if isinstance(timer, str) else None)
+
+
+def encode_event(event: Event) -> bytes:
+    """The structured-mode JSON of ``event``."""
+    obj: dict[str, Any] = {
+        "specversion": "1.0", "id": event.id, "source": event.source, "type": event.type,
+        "time": format_time(event.time_ms), "tenant": event.tenant, "machine": event.machine,
+        "instance": event.instance, "datacontenttype": "application/json", "data": event.data,
+    }
+    if event.parentid is not None:
+        obj["parentid"] = event.parentid
+    if event.timer is not None:
+        obj["timer"] = event.timer
+    try:
+        return orjson.dumps(obj)
+    except orjson.JSONEncodeError as exc:
+        raise InvalidEvent(f"data of {event.type!r} cannot be sent as JSON: {exc}; use "
+                           "str, int (64-bit), float, bool, None, lists and dicts with "
+                           "str keys", event_type=event.type) from None

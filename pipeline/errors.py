@@ -1,0 +1,89 @@
+"""The error tree: one root, definition errors apart from runtime rejections.
+
+Definition errors (:class:`InvalidDefinition`) are raised when a machine, chart or
+listener is defined, so a mistake surfaces at import time. Runtime rejections
+(:class:`Rejected` and its children) carry the data they were raised for; the
+pipeline turns them into dead-letter records instead of stopping a worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "GarrisonError",
+    "InvalidDefinition",
+    "InvalidAddress",
+    "Rejected",
+    "InvalidEvent",
+    "ContractViolation",
+    "UnknownMachine",
+    "UnknownEventType",
+    "ReducerFailed",
+    "InvalidState",
+    "BrokerError",
+]
+
+
+class GarrisonError(Exception):
+    """Root of every error garrison raises on purpose."""
+
+
+class InvalidDefinition(GarrisonError):
+    """A machine, chart, contract or listener is defined wrongly; raised at definition."""
+
+
+class InvalidAddress(GarrisonError, ValueError):
+    """A tenant, machine or instance id breaks the id rules; the message names the fix."""
+
+
+class Rejected(GarrisonError):
+    """An event could not be applied. ``stage`` names the step that refused it."""
+
+    stage = "rejected"
+
+    def __init__(self, reason: str, *, event_type: str | None = None, data: Any = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.event_type = event_type
+        self.data = data
+
+
+class InvalidEvent(Rejected):
+    """The bytes are not a valid garrison CloudEvent (JSON, attributes, ids)."""
+
+    stage = "decode"
+
+
+class UnknownMachine(Rejected):
+    """The event names a machine this worker does not define."""
+
+    stage = "route"
+
+
+class UnknownEventType(Rejected):
+    """The machine has no reducer or transition for this event type."""
+
+    stage = "route"
+
+
+class ContractViolation(Rejected):
+    """A payload, emitted event or output breaks the pydantic contract declared for it."""
+
+    stage = "contract"
+
+
+class ReducerFailed(Rejected):
+    """The user's reducer, guard or action raised."""
+
+    stage = "reducer"
+
+
+class InvalidState(Rejected):
+    """The new state a reducer returned does not fit the machine's state model."""
+
+    stage = "state"
+
+
+class BrokerError(GarrisonError):
+    """The local Kafka broker could not be resolved, started or reached."""

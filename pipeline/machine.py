@@ -1,0 +1,300 @@
+"""Reducer machines: a name, a version, a state model, and one pure reducer per event type.
+
+A reducer is ``(config, state, event) -> new state``, or ``-> Next(state, *effects)``
+to also emit events or arm timers. It performs no I/O and reads no clock: the time is
+``event.time``. Mistakes in a definition raise :class:`InvalidDefinition` at once.
+
+Example::
+
+    class Counter(BaseModel):
+        count: int = 0
+
+    class Added(BaseModel):
+        amount: int
+
+    counter = Machine("counter", state=Counter)
+
+    @counter.on("counter.added", payload=Added)
+    def added(config, state, event):
+        return state.model_copy(update={"count": state.count + event.data.amount})
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from pipeline.effect import Effect, Next
+from pipeline.envelope import Event
+from pipeline.errors import (
+    ContractViolation,
+    InvalidDefinition,
+    InvalidState,
+    ReducerFailed,
+    UnknownEventType,
+)
+
+__all__ = ["Behaviour", "Incoming", "Machine", "Reducer", "Migration", "explain"]
+
+S = TypeVar("S")
+Migration = Callable[[Any], Any]
+
+
+class Reducer(Protocol):
+    """``(config, state, event) -> state | Next``; pure."""
+
+    def __call__(self, config: Any, state: Any, event: Incoming, /) -> Any: ...
+
+
+class Behaviour(Protocol):
+    """What the pipeline needs of a machine, reducer-based or a statechart.
+
+    States cross this boundary as JSON-compatible values, the form they are stored in.
+    """
+
+    name: str
+    version: int
+    ttl_ms: int | None
+    migrations: dict[int, Migration]
+
+    @property
+    def event_types(self) -> frozenset[str]: ...
+
+    def start(self, event: Event) -> tuple[Any, tuple[Effect, ...]]:
+        """State of a new instance after its first event."""
+
+    def apply(self, state: Any, event: Event) -> tuple[Any, tuple[Effect, ...]]:
+        """State after ``event``; raises a :class:`Rejected` subclass to refuse it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """The event as a reducer sees it: ``data`` is the validated payload model."""
+
+    id: str
+    type: str
+    tenant: str
+    machine: str
+    instance: str
+    time_ms: int
+    data: Any
+    parentid: str | None = None
+
+    @property
+    def time(self) -> datetime:
+        """The event's time (aware, UTC); use it instead of the clock."""
+        return Event(self.id, self.type, "", self.tenant, self.machine, self.instance,
+                     self.time_ms).time
+
+
+def explain(exc: ValidationError) -> str:
+    """A pydantic error list as one line saying what to fix."""
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{where}: {err['msg']}")
+    more = len(exc.errors()) - 5
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def _check_reducer(event_type: str, fn: Callable[..., Any]) -> None:
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return  # builtins and C callables: trust them
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    variadic = any(p.kind is p.VAR_POSITIONAL for p in params)
+    required_kw = [p for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    if required_kw or (len(positional) != 3 and not (variadic and len(positional) <= 3)):
+        raise InvalidDefinition(
+            f"reducer {getattr(fn, '__name__', fn)!r} for {event_type!r} must take "
+            f"(config, state, event); it takes ({', '.join(p.name for p in params)})")
+    if inspect.iscoroutinefunction(fn):
+        raise InvalidDefinition(
+            f"reducer for {event_type!r} is async; reducers are pure and synchronous "
+            "(put I/O in a listener)")
+
+
+class Machine(Generic[S]):
+    """A machine whose transitions are reducers, one per event type."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        state: type[S] | type[dict[str, Any]] = dict,
+        initial: S | dict[str, Any] | Callable[[Any, Incoming], Any] | None = None,
+        version: int = 1,
+        config: Any = None,
+        ttl: timedelta | None = None,
+        emits: dict[str, type[BaseModel]] | None = None,
+    ) -> None:
+        from pipeline.address import check_id  # one rule for names everywhere
+
+        try:
+            check_id("machine", name)
+        except ValueError as exc:
+            raise InvalidDefinition(str(exc)) from None
+        if not isinstance(version, int) or version < 1:
+            raise InvalidDefinition(f"machine {name!r}: version must be an int >= 1")
+        self.name = name
+        self.version = version
+        self.config = config
+        self.ttl_ms = None if ttl is None else int(ttl.total_seconds() * 1000)
+        if self.ttl_ms is not None and self.ttl_ms <= 0:
+            raise InvalidDefinition(f"machine {name!r}: ttl must be positive")
+        self.migrations: dict[int, Migration] = {}
+        self.emits = dict(emits or {})
+        self._model = state if isinstance(state, type) and issubclass(state, BaseModel) else None
+        if self._model is None and state is not dict:
+            raise InvalidDefinition(
+                f"machine {name!r}: state must be a pydantic BaseModel subclass or dict")
+        self._reducers: dict[str, tuple[Reducer, type[BaseModel] | None]] = {}
+        self._initial = self._initial_factory(initial)
+
+    def _initial_factory(self, initial: Any) -> Callable[[Any, Incoming], Any]:
+        if callable(initial) and not isinstance(initial, BaseModel | dict):
+            return initial  # type: ignore[no-any-return]
+        if initial is None:
+            if self._model is None:
+                return lambda _c, _e: {}
+            try:
+                value = self._model()
+            except ValidationError as exc:
+                raise InvalidDefinition(
+                    f"machine {self.name!r}: its state model has required fields "
+                    f"({explain(exc)}); give initial=") from None
+            return lambda _c, _e: value
+        fixed = self._dump(initial, "initial state")
+        return lambda _c, _e: fixed
+
+    @property
+    def event_types(self) -> frozenset[str]:
+        """The event types this machine has reducers for."""
+        return frozenset(self._reducers)
+
+    def on(self, event_type: str, *, payload: type[BaseModel] | None = None
+           ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register the reducer for ``event_type``; ``payload`` is the event's contract."""
+        if not event_type:
+            raise InvalidDefinition(f"machine {self.name!r}: event type must be non-empty")
+        if event_type in self._reducers:
+            raise InvalidDefinition(
+                f"machine {self.name!r} v{self.version} already has a reducer for "
+                f"{event_type!r}; one reducer per event type")
+        if payload is not None and not (isinstance(payload, type)
+                                        and issubclass(payload, BaseModel)):
+            raise InvalidDefinition(f"payload for {event_type!r} must be a pydantic model")
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            _check_reducer(event_type, fn)
+            self._reducers[event_type] = (fn, payload)
+            return fn
+
+        return register
+
+    def migrate(self, from_version: int) -> Callable[[Migration], Migration]:
+        """Register ``fn(old_state_json) -> state_json`` upgrading instances of
+        ``from_version`` to this version on their next event."""
+        if from_version >= self.version:
+            raise InvalidDefinition(
+                f"machine {self.name!r} v{self.version}: can only migrate from an older "
+                f"version, not v{from_version}")
+
+        def register(fn: Migration) -> Migration:
+            self.migrations[from_version] = fn
+            return fn
+
+        return register
+
+    # -- the Behaviour protocol ---------------------------------------------------------
+
+    def start(self, event: Event) -> tuple[Any, tuple[Effect, ...]]:
+        """Initial state, then the first event applied to it."""
+        reducer, payload = self._reducer(event.type)
+        incoming = self._incoming(event, payload)
+        try:
+            initial = self._initial(self.config, incoming)
+        except Exception as exc:  # noqa: BLE001 - user code: report, never crash
+            raise ReducerFailed(f"initial state of {self.name!r} raised "
+                                f"{type(exc).__name__}: {exc}", event_type=event.type) from exc
+        return self._run(reducer, self._dump(initial, "initial state"), incoming)
+
+    def apply(self, state: Any, event: Event) -> tuple[Any, tuple[Effect, ...]]:
+        """Apply one event to a stored state."""
+        reducer, payload = self._reducer(event.type)
+        return self._run(reducer, state, self._incoming(event, payload))
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _reducer(self, event_type: str) -> tuple[Reducer, type[BaseModel] | None]:
+        try:
+            return self._reducers[event_type]
+        except KeyError:
+            known = ", ".join(sorted(self._reducers)) or "none"
+            raise UnknownEventType(
+                f"machine {self.name!r} v{self.version} has no reducer for {event_type!r}; "
+                f"it handles: {known}", event_type=event_type) from None
+
+    def _incoming(self, event: Event, payload: type[BaseModel] | None) -> Incoming:
+        data = event.data
+        if payload is not None:
+            try:
+                data = payload.model_validate(data)
+            except ValidationError as exc:
+                raise ContractViolation(
+                    f"payload of {event.type!r} does not fit {payload.__name__}: "
+                    f"{explain(exc)}", event_type=event.type, data=event.data) from None
+        return Incoming(event.id, event.type, event.tenant, event.machine, event.instance,
+                        event.time_ms, data, event.parentid)
+
+    def _run(self, reducer: Reducer, state: Any, incoming: Incoming
+             ) -> tuple[Any, tuple[Effect, ...]]:
+        current = self._model.model_validate(state) if self._model is not None else state
+        try:
+            result = reducer(self.config, current, incoming)
+        except Exception as exc:  # noqa: BLE001 - user code: report, never crash
+            raise ReducerFailed(
+                f"reducer for {incoming.type!r} raised {type(exc).__name__}: {exc}",
+                event_type=incoming.type, data=incoming.data) from exc
+        effects: tuple[Effect, ...] = ()
+        if isinstance(result, Next):
+            result, effects = result.state, result.effects
+        for effect in effects:
+            self._check_emit(effect)
+        return self._dump(result, f"state returned for {incoming.type!r}"), effects
+
+    def _check_emit(self, effect: Effect) -> None:
+        contract = self.emits.get(getattr(effect, "type", ""))
+        if contract is None or type(effect).__name__ != "Emit":
+            return
+        try:
+            contract.model_validate(effect.data)  # type: ignore[union-attr]
+        except ValidationError as exc:
+            raise ContractViolation(
+                f"emitted {effect.type!r} does not fit {contract.__name__}: "  # type: ignore[union-attr]
+                f"{explain(exc)}") from None
+
+    def _dump(self, value: Any, what: str) -> Any:
+        model = self._model
+        if model is None:
+            if not isinstance(value, dict):
+                raise InvalidState(f"{what} of {self.name!r} is {type(value).__name__}, "
+                                   "expected a dict")
+            return value
+        try:
+            raw = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+            # Validate the dumped form too: a mutated model can hold values its fields
+            # would refuse, and what we store must load again.
+            return model.model_validate(raw).model_dump(mode="json")
+        except ValidationError as exc:
+            raise InvalidState(f"{what} of {self.name!r} does not fit "
+                               f"{model.__name__}: {explain(exc)}") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise InvalidState(f"{what} of {self.name!r} is not a {model.__name__}: {exc}"
+                               ) from None

@@ -1,0 +1,86 @@
+"""What applying one event produced: the state change, outgoing events, timer writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from pipeline.envelope import Event, format_time
+from pipeline.record import Record, Timer
+
+__all__ = ["StateChange", "Outgoing", "TimerWrite", "Outcome", "Status"]
+
+Status = Literal["applied", "duplicate", "stale", "rearmed", "expired"]
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """Published to ``<app>.state-changes`` (key = tenant) once per applied event.
+
+    ``seq`` is the instance's sequence number after the event: 1, 2, 3 ... with no gaps.
+    ``state`` is None when the instance expired (``event_type`` "garrison.expired").
+    """
+
+    tenant: str
+    machine: str
+    instance: str
+    seq: int
+    version: int
+    event_id: str
+    event_type: str
+    time_ms: int
+    prev: Any
+    state: Any
+
+    def to_json(self) -> bytes:
+        """The published JSON."""
+        return orjson.dumps({
+            "tenant": self.tenant, "machine": self.machine, "instance": self.instance,
+            "seq": self.seq, "version": self.version, "event_id": self.event_id,
+            "event_type": self.event_type, "time": format_time(self.time_ms),
+            "time_ms": self.time_ms, "prev": self.prev, "state": self.state,
+        })
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> StateChange:
+        """Inverse of :meth:`to_json`."""
+        o = orjson.loads(raw)
+        return cls(o["tenant"], o["machine"], o["instance"], o["seq"], o["version"],
+                   o["event_id"], o["event_type"], o["time_ms"], o["prev"], o["state"])
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """An event to produce: to ``topic`` (a service topic) or, if None, to the events topic."""
+
+    event: Event
+    topic: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimerWrite:
+    """A change to the due-time index: drop the entry at ``old_due_ms`` (if any), add
+    ``timer`` (if any). The index delivers ``timer`` as an event when it is due."""
+
+    name: str
+    old_due_ms: int | None
+    timer: Timer | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of :func:`pipeline.step.step`.
+
+    ``record`` is what to store (None with ``expired``: delete; None with ``duplicate``
+    or ``stale``: nothing to write). ``change`` is set exactly when an event was applied
+    or the instance expired.
+    """
+
+    status: Status
+    record: Record | None = None
+    change: StateChange | None = None
+    emitted: tuple[Outgoing, ...] = ()
+    timers: tuple[TimerWrite, ...] = ()
+    reason: str = ""

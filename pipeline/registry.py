@@ -1,0 +1,98 @@
+"""The registry: the machines, their versions and the listeners of one garrison app.
+
+A user's module builds one and garrison's entry points find it::
+
+    registry = Registry(services={"mail": Mailer()})
+    registry.add(counter)
+
+    @registry.listener(machine="counter", when=lambda prev, cur: cur["count"] >= 10)
+    async def celebrate(change, ctx): ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pipeline.errors import InvalidDefinition, UnknownMachine
+from pipeline.listener import Listener, ListenerFn, Predicate
+from pipeline.machine import Behaviour
+
+__all__ = ["Registry"]
+
+
+class Registry:
+    """Machines by name and version, plus listeners and the services they may call."""
+
+    def __init__(self, machines: Iterable[Behaviour] = (), *, services: Any = None) -> None:
+        self._versions: dict[str, dict[int, Behaviour]] = {}
+        self._latest: dict[str, Behaviour] = {}
+        self.listeners: list[Listener] = []
+        self.services = services
+        for machine in machines:
+            self.add(machine)
+
+    def add(self, machine: Behaviour) -> Behaviour:
+        """Register a machine version; the highest version is what new instances take."""
+        versions = self._versions.setdefault(machine.name, {})
+        if machine.version in versions:
+            raise InvalidDefinition(
+                f"machine {machine.name!r} v{machine.version} is registered twice; "
+                "give the new definition a higher version")
+        versions[machine.version] = machine
+        if machine.name not in self._latest or machine.version > self._latest[machine.name].version:
+            self._latest[machine.name] = machine
+        return machine
+
+    @property
+    def machines(self) -> dict[str, Behaviour]:
+        """The latest version of every machine, by name."""
+        return dict(self._latest)
+
+    def versions(self, name: str) -> dict[int, Behaviour]:
+        """Every registered version of ``name``."""
+        return dict(self._versions.get(name, {}))
+
+    def latest(self, name: str) -> Behaviour:
+        """The version new instances of ``name`` start with."""
+        try:
+            return self._latest[name]
+        except KeyError:
+            known = ", ".join(sorted(self._latest)) or "none"
+            raise UnknownMachine(f"no machine named {name!r}; this app defines: {known}"
+                                 ) from None
+
+    def for_instance(self, name: str, version: int, state: Any) -> tuple[Behaviour, Any]:
+        """The behaviour an existing instance runs, and its state, upgraded along the
+        registered migrations as far as they reach (an instance without a migration path
+        keeps its version)."""
+        versions = self._versions.get(name)
+        if not versions or version not in versions:
+            raise UnknownMachine(
+                f"instance runs {name!r} v{version}, which this worker does not define; "
+                "keep old versions registered while instances use them")
+        current = versions[version]
+        for newer in sorted(v for v in versions if v > version):
+            step = versions[newer].migrations.get(current.version)
+            if step is None:
+                continue
+            state = step(state)
+            current = versions[newer]
+        return current, state
+
+    def listener(self, fn: ListenerFn | None = None, *, name: str | None = None,
+                 machine: str | None = None, on: Iterable[str] | str | None = None,
+                 when: Predicate | None = None, retries: int = 3, backoff_s: float = 0.2,
+                 ) -> Callable[[ListenerFn], ListenerFn] | ListenerFn:
+        """Register a listener on state changes (usable bare or with conditions)."""
+
+        def register(f: ListenerFn) -> ListenerFn:
+            listener = Listener.build(f, name=name, machine=machine, on=on, when=when,
+                                      retries=retries, backoff_s=backoff_s)
+            if any(existing.name == listener.name for existing in self.listeners):
+                raise InvalidDefinition(f"two listeners are named {listener.name!r}; "
+                                        "listener names must be unique (pass name=)")
+            self.listeners.append(listener)
+            return f
+
+        return register(fn) if fn is not None else register

@@ -1,0 +1,87 @@
+"""Settings for every garrison process, read once in the entry point and passed down.
+
+Environment variables are prefixed ``GARRISON_``; nested groups use one underscore,
+so ``GARRISON_KAFKA_BOOTSTRAP`` sets ``settings.kafka.bootstrap``. Nothing in garrison
+reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["KafkaSettings", "RocksDBSettings", "Settings", "Topics"]
+
+
+class KafkaSettings(BaseModel):
+    """How to reach the brokers and how garrison's topics are laid out."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap: str = "localhost:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    partitions: int = Field(default=8, ge=1, description="partitions of every garrison topic")
+    replication_factor: int = Field(default=1, ge=1)
+
+
+class RocksDBSettings(BaseModel):
+    """RocksDB options for the state tables (Faust's rocksdb:// store, via rocksdict)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    write_buffer_size: int = 64 * 1024 * 1024
+    max_write_buffer_number: int = 3
+    block_cache_size: int = 128 * 1024 * 1024
+    max_open_files: int = 512
+
+
+class Topics(BaseModel):
+    """The topic names of one garrison app, all derived from its name."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    events: str
+    state_changes: str
+    dlq: str
+    timers: str
+
+    @classmethod
+    def of(cls, app: str) -> Topics:
+        """``<app>.events``, ``<app>.state-changes``, ``<app>.dlq``, ``<app>.timers``."""
+        return cls(events=f"{app}.events", state_changes=f"{app}.state-changes",
+                   dlq=f"{app}.dlq", timers=f"{app}.timers")
+
+
+class Settings(BaseSettings):
+    """Everything a worker, listener or client process is configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GARRISON_", env_nested_delimiter="_", env_nested_max_split=1,
+        frozen=True, extra="ignore",
+    )
+
+    app: str = Field(default="garrison", pattern=r"^[A-Za-z0-9._-]{1,100}$",
+                     description="app id: prefix of the topics, Faust app id, group id")
+    kafka: KafkaSettings = KafkaSettings()
+    rocksdb: RocksDBSettings = RocksDBSettings()
+    data_dir: Path = Path("var/garrison")
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    batch_size: int = Field(default=2000, ge=1, description="events taken per batch")
+    batch_wait_ms: int = Field(default=20, ge=0, description="max wait to fill a batch")
+    dedupe_ids: int = Field(default=16, ge=1, description="recent event ids kept per instance")
+    timer_tick_ms: int = Field(default=500, ge=10)
+    web_enabled: bool = True
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
+
+    @property
+    def topics(self) -> Topics:
+        """Topic names of this app."""
+        return Topics.of(self.app)

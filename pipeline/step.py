@@ -1,0 +1,173 @@
+"""``step``: one event applied to one instance record, purely.
+
+``step(registry, record, event)`` returns an :class:`Outcome`: the new record, the
+state change to publish, the events to emit and the timer index writes. It reads no
+clock and makes no ids (emitted events get ids derived from the event's id), so the
+same inputs always give the same outcome and a replay of the log rebuilds every state.
+Rejections raise :class:`pipeline.errors.Rejected` subclasses, which the pipeline turns
+into dead-letter records.
+
+Timers are part of the record: an event carrying ``timer=name`` is a firing, applied
+only if that timer is still armed for exactly that due time (otherwise it is stale,
+e.g. cancelled or re-armed while the firing was in flight). TTL is a system timer,
+``__ttl__``, re-armed lazily: a busy instance does not rewrite the index per event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pipeline.effect import CancelTimer, Effect, Emit, SetTimer
+from pipeline.envelope import Event
+from pipeline.errors import ReducerFailed, Rejected
+from pipeline.machine import Behaviour
+from pipeline.outcome import Outcome, Outgoing, StateChange, TimerWrite
+from pipeline.record import Record, Timer
+from pipeline.registry import Registry
+
+__all__ = ["step", "fold", "TTL_TIMER", "EXPIRED_EVENT", "timer_event_id"]
+
+TTL_TIMER = "__ttl__"
+EXPIRED_EVENT = "garrison.expired"
+
+
+def timer_event_id(name: str, due_ms: int) -> str:
+    """The id of a timer's firing: stable, so a firing delivered twice is a duplicate."""
+    return f"timer:{name}:{due_ms}"
+
+
+def step(registry: Registry, record: Record | None, event: Event, *,
+         keep_ids: int = 16) -> Outcome:
+    """Apply ``event`` to ``record`` (None: the instance does not exist yet)."""
+    if record is not None and event.id in record.recent:
+        return Outcome("duplicate", reason=f"event id {event.id!r} was applied already")
+    if event.timer is not None:
+        return _fire(registry, record, event, keep_ids)
+    return _apply(registry, record, event, keep_ids, fired=None)
+
+
+def _fire(registry: Registry, record: Record | None, event: Event, keep_ids: int) -> Outcome:
+    name = event.timer
+    assert name is not None
+    armed = None if record is None else record.timers.get(name)
+    if record is None or armed is None or armed.due_ms != event.time_ms:
+        return Outcome("stale", reason=f"timer {name!r} due {event.time_ms} is not armed")
+    if name != TTL_TIMER:
+        fired = replace(event, type=armed.event_type, data=armed.data)
+        return _apply(registry, record, fired, keep_ids, fired=(name, armed))
+    if record.expires_ms is not None and record.expires_ms > event.time_ms:
+        # Touched since the TTL timer was armed: move it to the current expiry.
+        later = Timer(record.expires_ms, 0, EXPIRED_EVENT)
+        timers = {**record.timers, TTL_TIMER: later}
+        return Outcome("rearmed", record=replace(record, timers=timers),
+                       timers=(TimerWrite(TTL_TIMER, armed.due_ms, later),))
+    writes = tuple(TimerWrite(n, t.due_ms, None) for n, t in record.timers.items())
+    change = StateChange(event.tenant, event.machine, event.instance, record.seq + 1,
+                         record.version, event.id, EXPIRED_EVENT, event.time_ms,
+                         record.state, None)
+    return Outcome("expired", record=None, change=change, timers=writes)
+
+
+def _apply(registry: Registry, record: Record | None, event: Event, keep_ids: int,
+           fired: tuple[str, Timer] | None) -> Outcome:
+    behaviour: Behaviour
+    if record is None:
+        behaviour = registry.latest(event.machine)
+        state, effects = behaviour.start(event)
+        prev, seq, created, timers = None, 1, event.time_ms, {}
+    else:
+        try:
+            behaviour, current = registry.for_instance(event.machine, record.version,
+                                                       record.state)
+        except Rejected:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a user migration raised
+            raise ReducerFailed(f"migrating {event.machine!r} from v{record.version} "
+                                f"raised {type(exc).__name__}: {exc}",
+                                event_type=event.type) from exc
+        state, effects = behaviour.apply(current, event)
+        prev, seq, created = record.state, record.seq + 1, record.created_ms
+        timers = dict(record.timers)
+
+    writes: list[TimerWrite] = []
+    if fired is not None:
+        name, armed = fired
+        # A firing consumes the timer; a periodic one is re-armed one period on.
+        # Effects below may still cancel or replace it.
+        timers.pop(name, None)
+        nxt = (replace(armed, due_ms=armed.due_ms + armed.every_ms)
+               if armed.every_ms > 0 else None)
+        if nxt is not None:
+            timers[name] = nxt
+        writes.append(TimerWrite(name, armed.due_ms, nxt))
+
+    emitted = _effects(effects, event, timers, writes)
+
+    expires = None
+    if behaviour.ttl_ms is not None:
+        expires = event.time_ms + behaviour.ttl_ms
+        if TTL_TIMER not in timers:
+            ttl = Timer(expires, 0, EXPIRED_EVENT)
+            timers[TTL_TIMER] = ttl
+            writes.append(TimerWrite(TTL_TIMER, None, ttl))
+
+    recent = (record.recent if record is not None else ()) + (event.id,)
+    if len(recent) > keep_ids:
+        recent = recent[-keep_ids:]
+    new = Record(state, seq, behaviour.version, created, event.time_ms, expires, recent, timers)
+    change = StateChange(event.tenant, event.machine, event.instance, seq, behaviour.version,
+                         event.id, event.type, event.time_ms, prev, state)
+    return Outcome("applied", new, change, emitted, _squash(writes))
+
+
+def _effects(effects: tuple[Effect, ...], event: Event, timers: dict[str, Timer],
+             writes: list[TimerWrite]) -> tuple[Outgoing, ...]:
+    out: list[Outgoing] = []
+    source = f"/garrison/{event.tenant}/{event.machine}/{event.instance}"
+    for effect in effects:
+        if isinstance(effect, Emit):
+            emitted = Event(
+                id=f"{event.id}/e{len(out)}", type=effect.type, source=source,
+                tenant=event.tenant, machine=effect.machine or event.machine,
+                instance=effect.instance or event.instance, time_ms=event.time_ms,
+                data=effect.data, parentid=event.id)
+            out.append(Outgoing(emitted, effect.topic))
+        elif isinstance(effect, SetTimer):
+            old = timers.get(effect.name)
+            every = 0 if effect.every is None else int(effect.every.total_seconds() * 1000)
+            armed = Timer(effect.due_ms(event.time_ms), every, effect.event_type, effect.data)
+            timers[effect.name] = armed
+            writes.append(TimerWrite(effect.name, None if old is None else old.due_ms, armed))
+        elif isinstance(effect, CancelTimer):
+            old = timers.pop(effect.name, None)
+            if old is not None:
+                writes.append(TimerWrite(effect.name, old.due_ms, None))
+        else:
+            raise ReducerFailed(f"reducer returned an unknown effect {effect!r}; "
+                                "use Emit, SetTimer or CancelTimer", event_type=event.type)
+    return tuple(out)
+
+
+def _squash(writes: list[TimerWrite]) -> tuple[TimerWrite, ...]:
+    """One index write per timer name: the first old due time, the last new timer."""
+    if len(writes) < 2:
+        return tuple(writes)
+    merged: dict[str, TimerWrite] = {}
+    for w in writes:
+        first = merged.get(w.name)
+        merged[w.name] = w if first is None else TimerWrite(w.name, first.old_due_ms, w.timer)
+    return tuple(merged.values())
+
+
+def fold(registry: Registry, events: list[Event], *, keep_ids: int = 16
+         ) -> tuple[Record | None, list[StateChange]]:
+    """Apply ``events`` in order from nothing: the in-memory reference for replay."""
+    record: Record | None = None
+    changes: list[StateChange] = []
+    for event in events:
+        outcome = step(registry, record, event, keep_ids=keep_ids)
+        if outcome.status in ("applied", "expired", "rearmed"):
+            record = outcome.record
+        if outcome.change is not None:
+            changes.append(outcome.change)
+    return record, changes
+
