@@ -1,0 +1,1 @@
+"""The runtime: Faust dispatch worker, timer delivery, listener runner. Kept thin."""
