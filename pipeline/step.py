@@ -24,7 +24,7 @@ from pipeline.outcome import Outcome, Outgoing, StateChange, TimerWrite
 from pipeline.record import Record, Timer
 from pipeline.registry import Registry
 
-__all__ = ["step", "fold", "TTL_TIMER", "EXPIRED_EVENT", "timer_event_id"]
+__all__ = ["step", "fold", "TTL_TIMER", "EXPIRED_EVENT", "timer_event_id", "timer_firing"]
 
 TTL_TIMER = "__ttl__"
 EXPIRED_EVENT = "garrison.expired"
@@ -33,6 +33,12 @@ EXPIRED_EVENT = "garrison.expired"
 def timer_event_id(name: str, due_ms: int) -> str:
     """The id of a timer's firing: stable, so a firing delivered twice is a duplicate."""
     return f"timer:{name}:{due_ms}"
+
+
+def timer_firing(tenant: str, machine: str, instance: str, name: str, timer: Timer) -> Event:
+    """The event that delivers ``timer`` when it is due; its time is the due time."""
+    return Event(timer_event_id(name, timer.due_ms), timer.event_type, "garrison.timer",
+                 tenant, machine, instance, timer.due_ms, None, None, name)
 
 
 def step(registry: Registry, record: Record | None, event: Event, *,

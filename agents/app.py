@@ -1,0 +1,216 @@
+"""``create_app(settings, registry)``: the Faust app of a garrison worker, built in one place.
+
+Faust provides the worker, group membership with its co-partitioning assignor, the
+RocksDB table stores with their changelog topics, recovery, and the web server. The
+events topic's records are lifted out of the consumer's fetch loop in bulk and handed
+to the :class:`~agents.dispatch.Dispatcher`, skipping Faust's per-event stream (which
+measured about 6.8k events/s here doing nothing at all). The consumer reads
+read_committed, so recovery never restores a write from an aborted transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import faust
+import orjson
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from agents.dispatch import Dispatcher
+from pipeline.errors import InvalidAddress
+from pipeline.registry import Registry
+from pipeline.settings import Settings
+from tables.keys import encode_key, tenant_prefix
+from tables.store import PartitionStore
+
+__all__ = ["GarrisonApp", "create_app"]
+
+log = logging.getLogger(__name__)
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Our dispatcher commits state, output and offsets in transactions; the
+        # changelogs must be read committed-only or recovery could restore aborted writes.
+        consumer._isolation_level = "read_committed"  # noqa: SLF001 - no public knob
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> _ConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _wait_next_records(self, timeout: float) -> Any:
+        records, active = await super()._wait_next_records(timeout)
+        app: GarrisonApp = self.app  # type: ignore[assignment]
+        if records:
+            events = app.settings.topics.events
+            for tp in [tp for tp in records if tp.topic == events]:
+                await app.dispatcher.feed(tp.partition, records.pop(tp))
+        return records, active
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
+class GarrisonApp(faust.App):  # type: ignore[misc]
+    """A Faust app that routes its events topic to garrison's dispatcher."""
+
+    settings: Settings
+    registry: Registry
+    dispatcher: Dispatcher
+    state_store: PartitionStore
+    timer_store: PartitionStore
+
+    def _new_transport(self) -> Any:
+        return _Transport(self.conf.broker_consumer, self, loop=self.loop)
+
+    async def on_stop(self) -> None:
+        await self.dispatcher.stop()
+        await super().on_stop()
+
+
+def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
+    """Build the worker app: tables, the events subscription, timers, the query API."""
+    topics = settings.topics
+    partitions = settings.kafka.partitions
+    app = GarrisonApp(
+        settings.app,
+        broker=f"kafka://{settings.kafka.bootstrap}",
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        topic_partitions=partitions,
+        topic_replication_factor=settings.kafka.replication_factor,
+        topic_allow_declare=True,
+        table_standby_replicas=0,
+        consumer_auto_offset_reset="earliest",
+        broker_max_poll_records=settings.batch_size,
+        producer_acks=-1,
+        web_enabled=settings.web_enabled,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        stream_wait_empty=False,
+        rocksdb_options={"write_buffer_size": settings.rocksdb.write_buffer_size,
+                         "max_write_buffer_number": settings.rocksdb.max_write_buffer_number,
+                         "block_cache_size": settings.rocksdb.block_cache_size,
+                         "max_open_files": settings.rocksdb.max_open_files},
+    )
+    app.settings = settings
+    app.registry = registry
+    state = app.Table("state", key_type=bytes, value_type=bytes, partitions=partitions,
+                      help="instance records by (tenant, machine, instance)")
+    timers = app.Table("timers", key_type=bytes, value_type=bytes, partitions=partitions,
+                       help="timer index: due time, instance, name")
+    for table in (state, timers):
+        # Keys and values are our own bytes (tables.keys, pipeline.record); "raw" also
+        # makes Faust's request router hash a tenant key as the producers' partitioner does.
+        table.key_serializer = table.value_serializer = "raw"
+    app.state_store = PartitionStore(state)
+    app.timer_store = PartitionStore(timers)
+    app.dispatcher = Dispatcher(settings, registry, app.state_store, app.timer_store,
+                                group_id=settings.app)
+    @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
+    async def _revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
+        await app.dispatcher.revoke({tp.partition for tp in revoked
+                                     if tp.topic == topics.events})
+
+    events = app.topic(topics.events, key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw", partitions=partitions)
+
+    @app.agent(events, name="dispatch")
+    async def dispatch(stream: Any) -> None:
+        # Subscribes the worker to the events topic (and so co-assigns the tables);
+        # the records themselves are taken by the consumer hook and never arrive here.
+        async for _ in stream:
+            log.error("an event reached the Faust stream; the dispatcher hook is broken")
+
+    _add_timer_delivery(app)
+    _add_query_api(app)
+    return app
+
+
+def _add_timer_delivery(app: GarrisonApp) -> None:
+    """Every tick, deliver the due timers of the partitions this worker owns as events
+    on their own partition. A firing may be delivered twice (a crash, a rebalance): its
+    id is stable, and the dispatcher skips it unless the timer is still armed as due."""
+    settings = app.settings
+    fired: dict[int, set[bytes]] = {}
+
+    @app.timer(interval=settings.timer_tick_ms / 1000.0)
+    async def deliver_timers() -> None:
+        now = int(time.time() * 1000)
+        stop = (now + 1).to_bytes(8, "big")
+        for partition in list(app.dispatcher.partitions):
+            seen = fired.setdefault(partition, set())
+            due_now = set()
+            for key, value in app.timer_store.scan(partition, b"", stop):
+                due_now.add(key)
+                if key in seen:
+                    continue
+                await app.producer.send(settings.topics.events, key=value_tenant(value),
+                                        value=value, partition=partition)
+                seen.add(key)
+            seen &= due_now  # forget firings the dispatcher has consumed
+        for partition in set(fired) - app.dispatcher.partitions:
+            del fired[partition]
+
+
+def value_tenant(value: bytes) -> bytes:
+    """The Kafka key (tenant) of an encoded timer firing."""
+    return str(orjson.loads(value)["tenant"]).encode()
+
+
+def _add_query_api(app: GarrisonApp) -> None:
+    """``GET /state/{tenant}/{machine}/{instance}`` and ``GET /state/{tenant}``, served
+    by the worker that owns the tenant's partition (Faust routes the request there)."""
+    from faust import web
+
+    from pipeline.record import load_record
+    from tables.keys import decode_key
+
+    state_table = app.tables["state"]
+
+    @app.page("/state/{tenant}/{machine}/{instance}")
+    @app.table_route(table=state_table, match_info="tenant")
+    async def get_instance(view: web.View, request: web.Request, tenant: str, machine: str,
+                           instance: str) -> web.Response:
+        try:
+            key = encode_key(tenant, machine, instance)
+        except InvalidAddress as exc:
+            return view.json({"error": str(exc)}, status=400)
+        raw = app.state_store.get(_partition(app, tenant), key)
+        if raw is None:
+            return view.json({"error": f"no instance {tenant}/{machine}/{instance}"},
+                             status=404)
+        rec = load_record(raw)
+        return view.json({"tenant": tenant, "machine": machine, "instance": instance,
+                          "seq": rec.seq, "version": rec.version, "state": rec.state,
+                          "updated_ms": rec.updated_ms, "expires_ms": rec.expires_ms})
+
+    @app.page("/state/{tenant}")
+    @app.table_route(table=state_table, match_info="tenant")
+    async def list_tenant(view: web.View, request: web.Request, tenant: str) -> web.Response:
+        limit = min(int(request.query.get("limit", "100")), 1000)
+        machine = request.query.get("machine")
+        out = []
+        for key, value in app.state_store.scan_prefix(_partition(app, tenant),
+                                                     tenant_prefix(tenant, machine)):
+            address = decode_key(key)
+            out.append({"machine": address.machine, "instance": address.instance,
+                        "seq": load_record(value).seq})
+            if len(out) >= limit:
+                break
+        return view.json({"tenant": tenant, "instances": out})
+
+
+def _partition(app: GarrisonApp, tenant: str) -> int:
+    """The partition of ``tenant``'s events: the default (murmur2) partitioner on its key."""
+    from aiokafka.partitioner import murmur2
+
+    return (murmur2(tenant.encode()) & 0x7FFFFFFF) % app.settings.kafka.partitions

@@ -1,0 +1,200 @@
+"""The dispatcher: events in, reducers applied, state, changes and dead letters out.
+
+Records of ``<app>.events`` arrive in bulk from the worker's Faust consumer (see
+``agents.app``), never through Faust's per-event stream. Each assigned partition has a
+lane: a task with its own transactional producer (``transactional.id`` =
+``<app>.dispatch.<partition>``, so a restarted or new owner fences the old one at once).
+A lane takes what has arrived, up to ``batch_size`` records, and in ONE transaction
+produces: the state changes, the emitted events, the dead letters, one changelog
+record per touched key, and the consumed offsets. Only after the commit does it write
+the local RocksDB store. So an event is applied exactly once: either the whole batch
+is visible (read_committed) with its offsets, or none of it is and it is consumed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+
+from pipeline.client import kafka_options
+from pipeline.deadletter import DeadLetter
+from pipeline.envelope import decode_event, encode_event
+from pipeline.errors import Rejected
+from pipeline.registry import Registry
+from pipeline.settings import Settings
+from pipeline.step import step
+from tables.batch import StateBatch
+from tables.keys import encode_key
+from tables.store import PartitionStore
+
+__all__ = ["Dispatcher", "DispatchStats"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DispatchStats:
+    """Counters since the worker started."""
+
+    applied: int = 0
+    duplicates: int = 0
+    stale: int = 0
+    expired: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+
+
+class _Lane:
+    def __init__(self, dispatcher: Dispatcher, partition: int) -> None:
+        self.d = dispatcher
+        self.partition = partition
+        self.tp = TopicPartition(dispatcher.settings.topics.events, partition)
+        self.inbox: asyncio.Queue[Sequence[Any]] = asyncio.Queue(maxsize=8)
+        self.producer: AIOKafkaProducer | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.closed = False
+
+    async def start(self) -> None:
+        s = self.d.settings
+        self.producer = AIOKafkaProducer(
+            **kafka_options(s.kafka), transactional_id=f"{s.app}.dispatch.{self.partition}",
+            enable_idempotence=True, acks="all", linger_ms=2,
+            max_batch_size=256 * 1024, max_request_size=4 * 1024 * 1024)
+        await self.producer.start()  # init_transactions: fences a previous owner
+        self.task = asyncio.create_task(self._run(), name=f"dispatch:{self.partition}")
+
+    async def stop(self) -> None:
+        self.closed = True
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        if self.producer is not None:
+            await self.producer.stop()
+
+    async def _run(self) -> None:
+        while True:
+            records = list(await self.inbox.get())
+            while len(records) < self.d.settings.batch_size and not self.inbox.empty():
+                records.extend(self.inbox.get_nowait())
+            try:
+                await self._process(records)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Kafka or a bug, not bad input: the transaction was aborted, so
+                # nothing of this batch is visible. Stop the worker; its restart
+                # consumes the batch again from the committed offsets.
+                log.exception("dispatch of partition %d failed; stopping", self.partition)
+                self.d.fail()
+                return
+
+    async def _process(self, records: list[Any]) -> None:
+        d, s, producer = self.d, self.d.settings, self.producer
+        assert producer is not None
+        topics = s.topics
+        batch = StateBatch(d.state, d.timers, self.partition)
+        stats = d.stats
+        async with producer.transaction():
+            for rec in records:
+                if self.closed:
+                    raise asyncio.CancelledError
+                try:
+                    event = decode_event(rec.value, fallback_time_ms=rec.timestamp)
+                    key = encode_key(event.tenant, event.machine, event.instance)
+                    outcome = step(d.registry, batch.load(key), event, keep_ids=s.dedupe_ids)
+                except Rejected as exc:
+                    letter = DeadLetter(rec.key, rec.value, exc.stage, exc.reason,
+                                        rec.topic, rec.partition, rec.offset)
+                    await producer.send(topics.dlq, letter.value, key=letter.key,
+                                        headers=letter.headers())
+                    stats.dead_letters += 1
+                    continue
+                status = outcome.status
+                if status == "duplicate":
+                    stats.duplicates += 1
+                    continue
+                if status == "stale":
+                    stats.stale += 1
+                    continue
+                batch.store((event.tenant, event.machine, event.instance), key,  # type: ignore[arg-type]
+                            outcome)
+                tenant_key = event.tenant.encode()
+                if outcome.change is not None:
+                    await producer.send(topics.state_changes, outcome.change.to_json(),
+                                        key=tenant_key)
+                    if status == "expired":
+                        stats.expired += 1
+                    else:
+                        stats.applied += 1
+                for out in outcome.emitted:
+                    await producer.send(out.topic or topics.events, encode_event(out.event),
+                                        key=tenant_key)
+            last_state = last_timer = None
+            for key, value in batch.state_writes.items():
+                last_state = await producer.send(d.state.changelog_topic, value, key=key,
+                                                 partition=self.partition)
+            for key, value in batch.timer_writes.items():
+                last_timer = await producer.send(d.timers.changelog_topic, value, key=key,
+                                                 partition=self.partition)
+            await producer.send_offsets_to_transaction(
+                {self.tp: records[-1].offset + 1}, d.group_id)
+        batch.apply_locally()
+        # Tell Faust's recovery how far the local store has the changelog, so a restart
+        # replays only what came after.
+        for store, sent in ((d.state, last_state), (d.timers, last_timer)):
+            if sent is not None:
+                store.set_changelog_offset(self.partition, sent.result().offset)
+        stats.batches += 1
+
+
+class Dispatcher:
+    """Owns the lanes of the partitions this worker is assigned."""
+
+    def __init__(self, settings: Settings, registry: Registry, state: PartitionStore,
+                 timers: PartitionStore, group_id: str) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.state = state
+        self.timers = timers
+        self.group_id = group_id
+        self.stats = DispatchStats()
+        self._lanes: dict[int, _Lane] = {}
+        self.failed = asyncio.Event()
+        self.on_failure: Callable[[], None] | None = None
+
+    @property
+    def partitions(self) -> set[int]:
+        """Partitions with a running lane."""
+        return set(self._lanes)
+
+    async def feed(self, partition: int, records: Sequence[Any]) -> None:
+        """Hand a fetched run of records to the partition's lane (waits when it is full:
+        backpressure on the fetch loop)."""
+        if not records:
+            return
+        lane = self._lanes.get(partition)
+        if lane is None:
+            lane = self._lanes[partition] = _Lane(self, partition)
+            await lane.start()
+        await lane.inbox.put(records)
+
+    async def revoke(self, partitions: set[int]) -> None:
+        """Stop the lanes of revoked partitions; their uncommitted work is aborted and
+        will be consumed by the new owner from the committed offsets."""
+        lanes = [self._lanes.pop(p) for p in partitions if p in self._lanes]
+        await asyncio.gather(*(lane.stop() for lane in lanes), return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Stop every lane."""
+        await self.revoke(set(self._lanes))
+
+    def fail(self) -> None:
+        """A lane hit an unrecoverable error: tell the worker, which stops."""
+        self.failed.set()
+        if self.on_failure is not None:
+            self.on_failure()

@@ -1,0 +1,27 @@
+"""``garrison worker APP``: run a dispatch worker until stopped (SIGTERM/SIGINT)."""
+
+from __future__ import annotations
+
+import asyncio
+import faust
+
+from agents.app import create_app
+from agents.topics import ensure_topics
+from pipeline.registry import Registry
+from pipeline.settings import Settings
+
+__all__ = ["run_worker"]
+
+
+def run_worker(settings: Settings, registry: Registry) -> int:
+    """Create the topics, build the app and run a Faust worker in this process."""
+    asyncio.run(ensure_topics(settings))
+    app = create_app(settings, registry)
+
+    def crash() -> None:
+        asyncio.ensure_future(app.crash(RuntimeError("dispatch failed; see the log")))
+
+    app.dispatcher.on_failure = crash
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()
+    return 0

@@ -1,0 +1,65 @@
+"""A batch of state writes for one partition: read-your-writes, one write per key.
+
+The dispatcher applies many events per batch; the same instance may be touched many
+times. Reads go through the batch's overlay, and at the end each key is written once,
+to the changelog and then to RocksDB, so the changelog carries one record per key per
+batch instead of one per event. Timer index entries are derived here from the
+outcome's timer writes.
+"""
+
+from __future__ import annotations
+
+from pipeline.address import Address
+from pipeline.envelope import encode_event
+from pipeline.outcome import Outcome
+from pipeline.record import Record, dump_record, load_record
+from pipeline.step import timer_firing
+from tables.keys import timer_key
+from tables.store import PartitionStore
+
+__all__ = ["StateBatch"]
+
+
+class StateBatch:
+    """Pending writes to the state table and the timer index of one partition."""
+
+    def __init__(self, state: PartitionStore, timers: PartitionStore, partition: int) -> None:
+        self._state = state
+        self._timers = timers
+        self.partition = partition
+        self.state_writes: dict[bytes, bytes | None] = {}
+        self.timer_writes: dict[bytes, bytes | None] = {}
+        self._records: dict[bytes, Record | None] = {}
+
+    def load(self, key: bytes) -> Record | None:
+        """The instance's record as of this batch (its own writes included)."""
+        if key in self._records:
+            return self._records[key]
+        raw = self._state.get(self.partition, key)
+        record = None if raw is None else load_record(raw)
+        self._records[key] = record
+        return record
+
+    def store(self, address: Address, key: bytes, outcome: Outcome) -> None:
+        """Record what ``outcome`` changes for the instance at ``key``."""
+        if outcome.status in ("duplicate", "stale"):
+            return
+        self._records[key] = outcome.record
+        self.state_writes[key] = None if outcome.record is None else dump_record(outcome.record)
+        for write in outcome.timers:
+            if write.old_due_ms is not None:
+                self.timer_writes[timer_key(write.old_due_ms, key, write.name)] = None
+            if write.timer is not None:
+                firing = timer_firing(*address, write.name, write.timer)
+                self.timer_writes[timer_key(write.timer.due_ms, key, write.name)] = (
+                    encode_event(firing))
+
+    def __len__(self) -> int:
+        return len(self.state_writes) + len(self.timer_writes)
+
+    def apply_locally(self) -> None:
+        """Write the batch into RocksDB (after the changelog transaction committed)."""
+        self._state.write(self.partition, self.state_writes)
+        self._timers.write(self.partition, self.timer_writes)
+
+
