@@ -16,13 +16,17 @@ from typing import Any
 
 import faust
 import orjson
+from faust.tables.manager import TableManager
+from faust.tables.recovery import Recovery
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from agents.dispatch import Dispatcher
+from pipeline.client import kafka_options
 from pipeline.errors import InvalidAddress
 from pipeline.registry import Registry
 from pipeline.settings import Settings
+from tables.changelog import last_data_offsets
 from tables.keys import encode_key, tenant_prefix
 from tables.store import PartitionStore
 
@@ -56,6 +60,27 @@ class _Consumer(faust_aiokafka.Consumer):
 
 class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
+
+
+class _Recovery(Recovery):  # type: ignore[misc]
+    async def _build_highwaters(self, consumer: Any, tps: set[TP], destination: Any,
+                                title: str) -> None:
+        await super()._build_highwaters(consumer, tps, destination, title)
+        # Our changelogs are written in transactions: recover up to the last committed
+        # data record, not up to the trailing commit marker (see tables.changelog).
+        app: GarrisonApp = self.app
+        pending = [(tp.topic, tp.partition) for tp in tps if destination.get(tp, -1) >= 0]
+        found = await last_data_offsets(kafka_options(app.settings.kafka), pending)
+        for (topic, partition), offset in found.items():
+            destination[TP(topic, partition)] = offset
+
+
+class _TableManager(TableManager):  # type: ignore[misc]
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = _Recovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
 
 
 class GarrisonApp(faust.App):  # type: ignore[misc]
@@ -96,6 +121,7 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
         web_port=settings.web_port,
         web_bind=settings.web_host,
         stream_wait_empty=False,
+        TableManager=_TableManager,
         rocksdb_options={"write_buffer_size": settings.rocksdb.write_buffer_size,
                          "max_write_buffer_number": settings.rocksdb.max_write_buffer_number,
                          "block_cache_size": settings.rocksdb.block_cache_size,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+
 import faust
 
 from agents.app import create_app

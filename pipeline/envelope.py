@@ -17,7 +17,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -28,6 +28,8 @@ from pipeline.errors import InvalidAddress, InvalidEvent
 __all__ = ["Event", "decode_event", "encode_event", "format_time", "parse_time"]
 
 _REQUIRED = ("id", "source", "type", "tenant", "machine", "instance")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +61,13 @@ def parse_time(text: str) -> int:
         raise InvalidEvent(f"time {text!r} is not RFC 3339, e.g. '2026-01-31T12:00:00Z'") from None
     if moment.tzinfo is None:
         raise InvalidEvent(f"time {text!r} has no UTC offset; add 'Z' or '+00:00'")
-    return int(moment.timestamp() * 1000)
+    # Integer arithmetic: a float timestamp can land 1 ms short after a round trip.
+    return (moment - _EPOCH) // _MS
 
 
 def format_time(time_ms: int) -> str:
     """Epoch milliseconds to RFC 3339 UTC text with millisecond precision."""
-    moment = datetime.fromtimestamp(time_ms / 1000, tz=UTC)
+    moment = _EPOCH + time_ms * _MS
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -16,6 +16,7 @@ e.g. cancelled or re-armed while the firing was in flight). TTL is a system time
 from __future__ import annotations
 
 from dataclasses import replace
+
 from pipeline.effect import CancelTimer, Effect, Emit, SetTimer
 from pipeline.envelope import Event
 from pipeline.errors import ReducerFailed, Rejected

@@ -8,7 +8,6 @@ reason: they never skip.
 
 from __future__ import annotations
 
-
 import itertools
 import os
 import uuid

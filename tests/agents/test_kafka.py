@@ -87,9 +87,11 @@ def test_cli_up_twice_status_down(tmp_path: Path) -> None:
         assert first.returncode == 0, first.stderr
         assert "kafka is up at 127.0.0.1:" in first.stdout
         second = run("up")
-        assert second.returncode == 0 and "already running" in second.stdout
+        assert second.returncode == 0
+        assert "already running" in second.stdout
         status = run("status")
-        assert status.returncode == 0 and "kafka is running" in status.stdout
+        assert status.returncode == 0
+        assert "kafka is running" in status.stdout
         bootstrap = first.stdout.split("kafka is up at ")[1].split()[0]
         assert bootstrap in status.stdout
         # It is a real kafka.Kafka JVM.
@@ -97,9 +99,11 @@ def test_cli_up_twice_status_down(tmp_path: Path) -> None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         assert b"kafka.Kafka" in cmdline
         down = run("down")
-        assert down.returncode == 0 and "kafka stopped" in down.stdout
+        assert down.returncode == 0
+        assert "kafka stopped" in down.stdout
         after = run("status")
-        assert after.returncode == 3 and "not running" in after.stdout
+        assert after.returncode == 3
+        assert "not running" in after.stdout
         assert "was not running" in run("down").stdout
     finally:
         LocalKafka(state).down(purge=True)

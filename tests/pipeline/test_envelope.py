@@ -48,7 +48,8 @@ _ids = st.text(st.sampled_from("abcXYZ019._:-"), min_size=1, max_size=20)
 
 
 @given(_ids, _ids, _ids, st.integers(0, 4_000_000_000_000),
-       st.recursive(st.none() | st.integers(-(2**63), 2**63 - 1) | st.text(), lambda c: st.lists(c, max_size=3)))
+       st.recursive(st.none() | st.integers(-(2**63), 2**63 - 1) | st.text(),
+                    lambda c: st.lists(c, max_size=3)))
 def test_encode_decode_round_trip(tenant: str, machine: str, instance: str, t: int,
                                   data: object) -> None:
     ev = Event("id-1", "x.happened", "src", tenant, machine, instance, t, data, "p", "tm")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pipeline
 
 FORBIDDEN = {"faust", "aiokafka", "rocksdict", "mode"}
-ENTRY_POINTS = {"cli.py", "client.py", "broker.py"}
+ENTRY_POINTS = {"cli.py", "cli_app.py", "client.py", "broker.py"}
 
 
 def _imports(path: Path) -> set[str]:

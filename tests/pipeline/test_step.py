@@ -29,8 +29,10 @@ REG = sample_registry()
 def test_first_event_creates_the_instance_with_seq_1() -> None:
     out = step(REG, None, event(data={"amount": 5}))
     assert out.status == "applied"
-    assert out.record is not None and out.change is not None
-    assert out.record.seq == 1 and out.change.seq == 1
+    assert out.record is not None
+    assert out.change is not None
+    assert out.record.seq == 1
+    assert out.change.seq == 1
     assert out.record.state == {"count": 1, "total": 5, "last": "e1"}
     assert out.change.prev is None
     assert out.change.state == out.record.state
@@ -40,7 +42,8 @@ def test_first_event_creates_the_instance_with_seq_1() -> None:
 def test_sequence_grows_by_one_and_prev_is_the_last_state() -> None:
     first = step(REG, None, event(id="a")).record
     out = step(REG, first, event(id="b", data={"amount": 2}))
-    assert out.change is not None and first is not None
+    assert out.change is not None
+    assert first is not None
     assert out.change.seq == 2
     assert out.change.prev == first.state
     assert out.change.state["total"] == 3
@@ -50,7 +53,8 @@ def test_duplicate_id_is_skipped() -> None:
     rec = step(REG, None, event(id="a")).record
     out = step(REG, rec, event(id="a", data={"amount": 100}))
     assert out.status == "duplicate"
-    assert out.record is None and out.change is None
+    assert out.record is None
+    assert out.change is None
 
 
 def test_recent_ids_are_bounded() -> None:
@@ -88,7 +92,8 @@ def test_emit_gets_a_derived_id_same_tenant_and_parent() -> None:
     sent = out.emitted[0].event
     assert (sent.id, sent.type, sent.tenant, sent.machine, sent.instance) == (
         "p1/e0", "pinger.pong", "acme", "pinger", "c1")
-    assert sent.parentid == "p1" and sent.time_ms == 1_700_000_000_000
+    assert sent.parentid == "p1"
+    assert sent.time_ms == 1_700_000_000_000
     assert out.emitted[0].topic is None
 
 
@@ -103,10 +108,12 @@ def test_one_shot_timer_fires_once_then_is_gone() -> None:
     fire = event("counter.alarm", None, id=timer_event_id("alarm", due), time_ms=due,
                  timer="alarm")
     fired = step(REG, rec, fire)
-    assert fired.status == "applied" and fired.change is not None
+    assert fired.status == "applied"
+    assert fired.change is not None
     assert fired.change.event_type == "counter.rang"
     assert fired.change.state["count"] == 100
-    assert fired.record is not None and "alarm" not in fired.record.timers
+    assert fired.record is not None
+    assert "alarm" not in fired.record.timers
     assert [(w.old_due_ms, w.timer) for w in fired.timers] == [(due, None)]
     # The same firing again (e.g. redelivered) is a duplicate; a firing of another due
     # time is stale.
@@ -135,8 +142,10 @@ def test_cancelled_timer_firing_is_stale() -> None:
     assert rec is not None
     due = rec.timers["alarm"].due_ms
     cancelled = step(REG, rec, event("counter.snooze", None, id="b"))
-    assert cancelled.record is not None and cancelled.record.timers == {}
-    assert cancelled.timers[0].old_due_ms == due and cancelled.timers[0].timer is None
+    assert cancelled.record is not None
+    assert cancelled.record.timers == {}
+    assert cancelled.timers[0].old_due_ms == due
+    assert cancelled.timers[0].timer is None
     assert step(REG, cancelled.record, event(id="f", time_ms=due, timer="alarm")
                 ).status == "stale"
 
@@ -145,19 +154,25 @@ def test_ttl_expires_an_idle_instance_and_rearms_for_a_busy_one() -> None:
     reg = Registry([counter_machine(ttl=timedelta(seconds=60))])
     t0 = 1_700_000_000_000
     rec = step(reg, None, event(id="a", time_ms=t0)).record
-    assert rec is not None and rec.expires_ms == t0 + 60_000
+    assert rec is not None
+    assert rec.expires_ms == t0 + 60_000
     assert rec.timers[TTL_TIMER].due_ms == t0 + 60_000
     rec = step(reg, rec, event(id="b", time_ms=t0 + 30_000)).record
-    assert rec is not None and rec.expires_ms == t0 + 90_000
+    assert rec is not None
+    assert rec.expires_ms == t0 + 90_000
     # The index was not rewritten by the touch; the firing at t0+60s re-arms it.
     rearm = step(reg, rec, event(id="x", time_ms=t0 + 60_000, timer=TTL_TIMER))
-    assert rearm.status == "rearmed" and rearm.change is None
+    assert rearm.status == "rearmed"
+    assert rearm.change is None
     assert rearm.record is not None
     assert rearm.record.timers[TTL_TIMER].due_ms == t0 + 90_000
     gone = step(reg, rearm.record, event(id="y", time_ms=t0 + 90_000, timer=TTL_TIMER))
-    assert gone.status == "expired" and gone.record is None
-    assert gone.change is not None and gone.change.state is None
-    assert gone.change.event_type == "garrison.expired" and gone.change.seq == 3
+    assert gone.status == "expired"
+    assert gone.record is None
+    assert gone.change is not None
+    assert gone.change.state is None
+    assert gone.change.event_type == "garrison.expired"
+    assert gone.change.seq == 3
 
 
 def test_instances_keep_their_version_without_a_migration() -> None:
@@ -165,9 +180,11 @@ def test_instances_keep_their_version_without_a_migration() -> None:
     rec = step(reg, None, event(id="a")).record
     reg.add(counter_machine(version=2))
     out = step(reg, rec, event(id="b"))
-    assert out.record is not None and out.record.version == 1
+    assert out.record is not None
+    assert out.record.version == 1
     fresh = step(reg, None, event(id="c", instance="c2"))
-    assert fresh.record is not None and fresh.record.version == 2
+    assert fresh.record is not None
+    assert fresh.record.version == 2
 
 
 def test_migration_upgrades_on_the_next_event() -> None:
@@ -181,7 +198,8 @@ def test_migration_upgrades_on_the_next_event() -> None:
 
     reg.add(v2)
     out = step(reg, rec, event(id="b", data={"amount": 1}))
-    assert out.record is not None and out.record.version == 2
+    assert out.record is not None
+    assert out.record.version == 2
     assert out.record.state["total"] == 15
 
 
@@ -194,7 +212,8 @@ def test_plain_dict_machine_and_initial_callable() -> None:
         return {**state, "n": state.get("n", 0) + 1}
 
     out = step(Registry([m]), None, event("greeted", {}, machine="greeter", instance="bob"))
-    assert out.record is not None and out.record.state == {"hello": "bob", "n": 1}
+    assert out.record is not None
+    assert out.record.state == {"hello": "bob", "n": 1}
 
 
 # -- properties ---------------------------------------------------------------------------
@@ -256,5 +275,7 @@ def test_sequence_numbers_have_no_gaps(ops: list[tuple[str, int]]) -> None:
 def test_fold_matches_step_by_step() -> None:
     evs = [event(id=f"e{i}", data={"amount": i}) for i in range(5)]
     rec, changes = fold(REG, evs)
-    assert rec is not None and rec.state["total"] == 10 and len(changes) == 5
+    assert rec is not None
+    assert rec.state["total"] == 10
+    assert len(changes) == 5
     assert Counter.model_validate(rec.state).count == 5

@@ -1,0 +1,180 @@
+"""A real worker process on the real broker: state, recovery, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from pipeline import Event, encode_event
+from pipeline.deadletter import DeadLetter
+from tests.harness import WorkerProcess, read_topic, settings_env
+
+pytestmark = pytest.mark.asyncio(loop_scope="function")
+
+
+def _event(i: int, tenant: str, instance: str, kind: str = "counter.added",
+           data: Any = None, machine: str = "counter") -> Event:
+    return Event(f"ev-{i}", kind, "tests", tenant, machine, instance,
+                 1_700_000_000_000 + i, {"amount": i % 7} if data is None else data)
+
+
+async def _produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes | None]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True,
+                                linger_ms=5)
+    await producer.start()
+    try:
+        for key, value in values:
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def _get_state(port: str, tenant: str, machine: str, instance: str) -> dict[str, Any] | None:
+    url = f"http://127.0.0.1:{port}/state/{tenant}/{machine}/{instance}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - local worker
+            return json.loads(resp.read())  # type: ignore[no-any-return]
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+
+
+async def _wait_state(worker: WorkerProcess, port: str, address: tuple[str, str, str],
+                      seq: int, timeout_s: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    found = None
+    while time.monotonic() < deadline:
+        assert worker.alive(), f"worker died:\n{worker.log_tail()}"
+        found = await asyncio.to_thread(_get_state, port, *address)
+        if found is not None and found.get("seq") == seq:
+            return found
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"{address} never reached seq {seq} (last: {found})\n"
+                         f"{worker.log_tail()}")
+
+
+@pytest.fixture
+def worker_env(kafka_bootstrap: str, unique: Callable[[str], str],
+               data_dir: Path) -> dict[str, str]:
+    return settings_env(kafka_bootstrap, unique("app"), data_dir)
+
+
+@pytest.fixture
+def worker(worker_env: dict[str, str], tmp_path: Path) -> Any:
+    proc = WorkerProcess("tests.sample_app", worker_env, tmp_path / "worker.log")
+    yield proc
+    proc.stop()
+
+
+async def test_state_survives_restart_by_changelog_recovery(
+        kafka_bootstrap: str, worker: WorkerProcess, worker_env: dict[str, str]) -> None:
+    app, port = worker_env["GARRISON_APP"], worker_env["GARRISON_WEB_PORT"]
+    worker.start()
+    tenants = [f"t{n}" for n in range(6)]
+    values = []
+    for i in range(60):
+        ev = _event(i, tenants[i % 6], f"c{i % 4}")
+        values.append((ev.tenant.encode(), encode_event(ev)))
+    await _produce(kafka_bootstrap, f"{app}.events", values)
+    changes = await read_topic(kafka_bootstrap, f"{app}.state-changes",
+                               until=lambda rs: len(rs) >= 60, timeout_s=90,
+                               alive=worker.alive, describe=worker.log_tail)
+    assert len(changes) == 60
+    before = {}
+    for tenant in tenants:
+        for c in range(4):
+            expected_seq = sum(1 for i in range(60) if i % 6 == tenants.index(tenant)
+                               and i % 4 == c)
+            if expected_seq:
+                before[(tenant, c)] = await _wait_state(worker, port,
+                                                        (tenant, "counter", f"c{c}"),
+                                                        expected_seq)
+    worker.stop()
+    assert not worker.alive()
+    shutil.rmtree(worker_env["GARRISON_DATA_DIR"])  # the local RocksDB is gone
+    worker.start()
+    for (tenant, c), was in before.items():
+        now = await _wait_state(worker, port, (tenant, "counter", f"c{c}"), was["seq"])
+        assert now["state"] == was["state"]
+    assert worker.starts == 2
+
+
+BAD_KINDS = {
+    "malformed JSON": ("decode", "not JSON"),
+    "missing attribute": ("decode", "missing CloudEvents attribute(s): instance"),
+    "invalid tenant": ("decode", "tenant id 'a/b' contains '/'"),
+    "unknown machine": ("route", "no machine named 'ghost'"),
+    "unknown event type": ("route", "has no reducer for 'counter.nope'"),
+    "contract": ("contract", "payload of 'counter.added' does not fit Added"),
+    "reducer raises": ("reducer", "RuntimeError: this reducer always fails"),
+    "state fails model": ("state", "does not fit Counter"),
+}
+
+
+def _bad(kind: str, i: int) -> bytes:
+    good = orjson.loads(encode_event(_event(i, "acme", "c1")))
+    if kind == "malformed JSON":
+        return b'{"specversion": "1.0", "id": '
+    if kind == "missing attribute":
+        del good["instance"]
+    elif kind == "invalid tenant":
+        good["tenant"] = "a/b"
+    elif kind == "unknown machine":
+        good["machine"] = "ghost"
+    elif kind == "unknown event type":
+        good["type"] = "counter.nope"
+    elif kind == "contract":
+        good["data"] = {"amount": "lots"}
+    elif kind == "reducer raises":
+        good["type"], good["data"] = "counter.broken", None
+    elif kind == "state fails model":
+        good["type"], good["data"] = "counter.corrupt", None
+    return orjson.dumps(good)
+
+
+async def test_bad_input_goes_to_the_dead_letter_topic_and_loses_nothing(
+        kafka_bootstrap: str, worker: WorkerProcess, worker_env: dict[str, str]) -> None:
+    app = worker_env["GARRISON_APP"]
+    worker.start()
+    values: list[tuple[bytes, bytes | None]] = []
+    good = 0
+    amounts = 0
+    for i, kind in enumerate(BAD_KINDS):
+        for j in range(3):
+            ev = _event(100 * i + j, "acme", "c1")
+            values.append((b"acme", encode_event(ev)))
+            good += 1
+            amounts += ev.data["amount"]
+        values.append((b"acme", _bad(kind, 100 * i + 50)))
+    await _produce(kafka_bootstrap, f"{app}.events", values)
+    dead = await read_topic(kafka_bootstrap, f"{app}.dlq",
+                            until=lambda rs: len(rs) >= len(BAD_KINDS), timeout_s=90,
+                            alive=worker.alive, describe=worker.log_tail)
+    changes = await read_topic(kafka_bootstrap, f"{app}.state-changes",
+                               until=lambda rs: len(rs) >= good, timeout_s=30)
+    assert len(dead) == len(BAD_KINDS)
+    assert len(changes) == good
+    final = orjson.loads(changes[-1].value)
+    assert final["seq"] == good
+    assert final["state"]["count"] == good
+    assert final["state"]["total"] == amounts
+    by_value = {rec.value: DeadLetter.read_headers(rec.headers) for rec in dead}
+    for i, (kind, (stage, text)) in enumerate(BAD_KINDS.items()):
+        raw = _bad(kind, 100 * i + 50)
+        assert raw in by_value, f"{kind}: original bytes not in the dead-letter topic"
+        headers = by_value[raw]
+        assert headers["garrison.stage"] == stage, kind
+        assert text in headers["garrison.reason"], (kind, headers["garrison.reason"])
+        assert headers["garrison.topic"] == f"{app}.events"
+    assert all(rec.key == b"acme" for rec in dead)

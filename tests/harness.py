@@ -1,0 +1,121 @@
+"""Real garrison processes and topic readers for broker tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from pipeline.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class WorkerProcess:
+    """``garrison worker APP`` in a subprocess with its own app id, data dir and port."""
+
+    app_module: str
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = field(default=0)
+
+    def start(self) -> None:
+        self.starts += 1
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "worker", self.app_module],
+            env={**os.environ, **self.env, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush, no commit."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM with a bounded wait, then SIGKILL."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def settings_env(bootstrap: str, app: str, data_dir: Path, *, partitions: int = 4,
+                 **extra: str) -> dict[str, str]:
+    env = {"GARRISON_KAFKA_BOOTSTRAP": bootstrap, "GARRISON_APP": app,
+           "GARRISON_DATA_DIR": str(data_dir), "GARRISON_KAFKA_PARTITIONS": str(partitions),
+           "GARRISON_WEB_PORT": str(free_port()), "GARRISON_LOG_LEVEL": "warn"}
+    env.update({f"GARRISON_{k.upper()}": v for k, v in extra.items()})
+    return env
+
+
+def settings_from(env: dict[str, str]) -> Settings:
+    """The Settings a process with ``env`` would read."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return Settings()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+async def read_topic(bootstrap: str, topic: str, *, until: Callable[[list[Any]], bool],
+                     timeout_s: float, alive: Callable[[], bool] | None = None,
+                     describe: Callable[[], str] = lambda: "") -> list[Any]:
+    """Read ``topic`` from the start (read_committed) until ``until(records)`` holds."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                isolation_level="read_committed")
+    await consumer.start()
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not until(out):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: condition not met within {timeout_s}s after "
+                                     f"{len(out)} records\n{describe()}")
+            if alive is not None and not alive():
+                raise AssertionError(f"worker died while reading {topic}\n{describe()}")
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for records in batch.values():
+                out.extend(records)
+    finally:
+        await consumer.stop()
+    return out
+
+
