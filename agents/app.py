@@ -115,6 +115,8 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
         table_standby_replicas=0,
         consumer_auto_offset_reset="earliest",
         broker_max_poll_records=settings.batch_size,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 4),
         producer_acks=-1,
         web_enabled=settings.web_enabled,
         web_host=settings.web_host,

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     batch_wait_ms: int = Field(default=20, ge=0, description="max wait to fill a batch")
     dedupe_ids: int = Field(default=16, ge=1, description="recent event ids kept per instance")
     timer_tick_ms: int = Field(default=500, ge=10)
+    session_timeout_s: float = Field(
+        default=30.0, ge=3.0, le=300.0,
+        description="how long a silent worker keeps its partitions before the group "
+                    "moves them (a crashed worker's partitions wait this long)")
     web_enabled: bool = True
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)

@@ -75,7 +75,9 @@ def settings_env(bootstrap: str, app: str, data_dir: Path, *, partitions: int = 
                  **extra: str) -> dict[str, str]:
     env = {"GARRISON_KAFKA_BOOTSTRAP": bootstrap, "GARRISON_APP": app,
            "GARRISON_DATA_DIR": str(data_dir), "GARRISON_KAFKA_PARTITIONS": str(partitions),
-           "GARRISON_WEB_PORT": str(free_port()), "GARRISON_LOG_LEVEL": "warn"}
+           "GARRISON_WEB_PORT": str(free_port()), "GARRISON_LOG_LEVEL": "warn",
+           # A SIGKILLed worker's partitions move after this; short keeps tests quick.
+           "GARRISON_SESSION_TIMEOUT_S": "6"}
     env.update({f"GARRISON_{k.upper()}": v for k, v in extra.items()})
     return env
 
