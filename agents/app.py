@@ -174,19 +174,30 @@ def _add_timer_delivery(app: GarrisonApp) -> None:
     async def deliver_timers() -> None:
         now = int(time.time() * 1000)
         stop = (now + 1).to_bytes(8, "big")
-        for partition in list(app.dispatcher.partitions):
+        partitions = _recovered_partitions(app)
+        for gone in set(fired) - partitions:
+            del fired[gone]  # after a rebalance, re-deliver what is still armed
+        for partition in partitions:
             seen = fired.setdefault(partition, set())
             due_now = set()
             for key, value in app.timer_store.scan(partition, b"", stop):
                 due_now.add(key)
                 if key in seen:
                     continue
-                await app.producer.send(settings.topics.events, key=value_tenant(value),
-                                        value=value, partition=partition)
+                await app.producer.send(settings.topics.events, value_tenant(value), value,
+                                        partition, None, None)
                 seen.add(key)
             seen &= due_now  # forget firings the dispatcher has consumed
-        for partition in set(fired) - app.dispatcher.partitions:
-            del fired[partition]
+
+
+def _recovered_partitions(app: GarrisonApp) -> set[int]:
+    """Events partitions assigned here whose tables are fully recovered (none while a
+    rebalance or recovery is under way: a half-restored index could fire a timer twice
+    or miss one)."""
+    if app.rebalancing or app.tables.recovery.in_recovery:
+        return set()
+    events = app.settings.topics.events
+    return {tp.partition for tp in app.consumer.assignment() if tp.topic == events}
 
 
 def value_tenant(value: bytes) -> bytes:

@@ -7,6 +7,9 @@ PartitionsMismatch. So every topic is created up front, idempotently.
 
 from __future__ import annotations
 
+import logging
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -31,5 +34,24 @@ async def ensure_topics(settings: Settings) -> None:
                 await admin.create_topics(wanted)
             except TopicAlreadyExistsError:
                 pass  # another process created them meanwhile
+            await _wait_for_leaders(kafka_options(settings.kafka), [t.name for t in wanted], n)
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(options: dict[str, object], names: list[str], partitions: int,
+                            timeout_s: float = 30.0) -> None:
+    """New partitions answer NotLeaderForPartition until their leader serves them; wait
+    until every partition answers a ListOffsets request, so the first produce and fetch
+    do not fail and retry."""
+    consumer = AIOKafkaConsumer(**options, request_timeout_ms=int(timeout_s * 1000))
+    noisy = logging.getLogger("aiokafka")
+    was = noisy.disabled
+    noisy.disabled = True  # the retries below are expected, not worth a log line
+    try:
+        await consumer.start()
+        await consumer.end_offsets([TopicPartition(name, p) for name in names
+                                    for p in range(partitions)])
+    finally:
+        await consumer.stop()
+        noisy.disabled = was

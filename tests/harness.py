@@ -3,72 +3,24 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from agents.process import WorkerProcess
 from pipeline.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["WorkerProcess", "free_port", "read_topic", "settings_env", "settings_from"]
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@dataclass
-class WorkerProcess:
-    """``garrison worker APP`` in a subprocess with its own app id, data dir and port."""
-
-    app_module: str
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    starts: int = field(default=0)
-
-    def start(self) -> None:
-        self.starts += 1
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker", self.app_module],
-            env={**os.environ, **self.env, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no flush, no commit."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM with a bounded wait, then SIGKILL."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
 
 def settings_env(bootstrap: str, app: str, data_dir: Path, *, partitions: int = 4,

@@ -178,3 +178,42 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_loses_nothing(
         assert text in headers["garrison.reason"], (kind, headers["garrison.reason"])
         assert headers["garrison.topic"] == f"{app}.events"
     assert all(rec.key == b"acme" for rec in dead)
+
+
+async def test_durable_timers_fire_once_and_periodically_then_cancel(
+        kafka_bootstrap: str, worker: WorkerProcess, worker_env: dict[str, str]) -> None:
+    app = worker_env["GARRISON_APP"]
+    worker.start()
+    now = int(time.time() * 1000)
+    once = Event("a1", "counter.alarm", "tests", "acme", "counter", "once", now,
+                 {"seconds": 1})
+    periodic = Event("p1", "counter.alarm", "tests", "acme", "counter", "every", now,
+                     {"seconds": 1, "every": 1})
+    await _produce(kafka_bootstrap, f"{app}.events",
+                   [(b"acme", encode_event(once)), (b"acme", encode_event(periodic))])
+
+    def rang(records: list[Any], instance: str) -> list[dict[str, Any]]:
+        changes = [orjson.loads(r.value) for r in records]
+        return [c for c in changes if c["instance"] == instance
+                and c["event_type"] == "counter.rang"]
+
+    records = await read_topic(kafka_bootstrap, f"{app}.state-changes",
+                               until=lambda rs: len(rang(rs, "every")) >= 3, timeout_s=60,
+                               alive=worker.alive, describe=worker.log_tail)
+    fired = rang(records, "every")
+    # Each firing is the timer's due time, one period apart, whatever the tick.
+    assert [c["time_ms"] - now for c in fired[:3]] == [1000, 2000, 3000]
+    assert [c["state"]["count"] for c in fired[:3]] == [100, 200, 300]
+    snooze = Event("s1", "counter.snooze", "tests", "acme", "counter", "every",
+                   now + 3500, None)
+    await _produce(kafka_bootstrap, f"{app}.events", [(b"acme", encode_event(snooze))])
+    await asyncio.sleep(4)
+    records = await read_topic(kafka_bootstrap, f"{app}.state-changes",
+                               until=lambda rs: any(orjson.loads(r.value)["event_id"] == "s1"
+                                                    for r in rs), timeout_s=30)
+    after = [orjson.loads(r.value) for r in records]
+    snoozed_at = next(i for i, c in enumerate(after) if c["event_id"] == "s1")
+    assert not [c for c in after[snoozed_at + 1:] if c["instance"] == "every"]
+    assert len(rang(records, "once")) == 1
+    seqs = [c["seq"] for c in after if c["instance"] == "every"]
+    assert seqs == list(range(1, len(seqs) + 1))
