@@ -16,6 +16,9 @@ __all__ = ["Address", "MAX_ID_LENGTH", "check_id"]
 MAX_ID_LENGTH = 128
 _ALLOWED = re.compile(r"[A-Za-z0-9._:\-]+")
 _ALLOWED_TEXT = "letters, digits, '.', '_', ':', '-'"
+# Ids repeat (a tenant sends many events): remember the valid ones, within bounds.
+_VALID: set[str] = set()
+_VALID_MAX = 200_000
 
 
 def check_id(kind: str, value: object) -> str:
@@ -24,9 +27,14 @@ def check_id(kind: str, value: object) -> str:
     >>> check_id("tenant", "acme-1")
     'acme-1'
     """
+    if type(value) is str and value in _VALID:
+        return value
     if not isinstance(value, str):
         raise InvalidAddress(f"{kind} id must be a string, got {type(value).__name__}")
     if _ALLOWED.fullmatch(value) is not None and len(value) <= MAX_ID_LENGTH:
+        if len(_VALID) >= _VALID_MAX:
+            _VALID.clear()
+        _VALID.add(value)
         return value
     if not value:
         raise InvalidAddress(f"{kind} id is empty; give 1 to {MAX_ID_LENGTH} characters")

@@ -29,7 +29,7 @@ __all__ = ["Event", "decode_event", "encode_event", "format_time", "parse_time"]
 
 _REQUIRED = ("id", "source", "type", "tenant", "machine", "instance")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
+_last_second: list[Any] = [None, ""]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +61,18 @@ def parse_time(text: str) -> int:
         raise InvalidEvent(f"time {text!r} is not RFC 3339, e.g. '2026-01-31T12:00:00Z'") from None
     if moment.tzinfo is None:
         raise InvalidEvent(f"time {text!r} has no UTC offset; add 'Z' or '+00:00'")
-    # Integer arithmetic: a float timestamp can land 1 ms short after a round trip.
-    return (moment - _EPOCH) // _MS
+    # round(): a float timestamp times 1000 can land a hair under the exact millisecond.
+    return round(moment.timestamp() * 1000)
 
 
 def format_time(time_ms: int) -> str:
     """Epoch milliseconds to RFC 3339 UTC text with millisecond precision."""
-    moment = _EPOCH + time_ms * _MS
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    seconds, millis = divmod(time_ms, 1000)
+    if seconds != _last_second[0]:
+        # Events arrive roughly in time order: format each second once.
+        moment = _EPOCH + timedelta(seconds=seconds)
+        _last_second[0], _last_second[1] = seconds, moment.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_last_second[1]}.{millis:03d}Z"
 
 
 def decode_event(value: bytes | None, *, fallback_time_ms: int) -> Event:

@@ -288,10 +288,13 @@ class Machine(Generic[S]):
                                    "expected a dict")
             return value
         try:
-            raw = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
-            # Validate the dumped form too: a mutated model can hold values its fields
-            # would refuse, and what we store must load again.
-            return model.model_validate(raw).model_dump(mode="json")
+            if isinstance(value, model):
+                raw = value.model_dump(mode="json", warnings=False)
+                # Validate the dumped form too: a mutated model can hold values its
+                # fields would refuse, and what we store must load again.
+                model.__pydantic_validator__.validate_python(raw)
+                return raw
+            return model.model_validate(value).model_dump(mode="json")
         except ValidationError as exc:
             raise InvalidState(f"{what} of {self.name!r} does not fit "
                                f"{model.__name__}: {explain(exc)}") from None

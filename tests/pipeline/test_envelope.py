@@ -28,6 +28,8 @@ def _raw(**changes: object) -> bytes:
     (_raw(type=""), "'type' must be a non-empty string"),
     (_raw(tenant="a/b"), "tenant id 'a/b' contains '/'"),
     (_raw(instance="x" * 200), "200 characters long"),
+    (_raw(tenant=["a"]), "tenant id must be a string, got list"),
+    (_raw(machine={"m": 1}), "machine id must be a string, got dict"),
     (_raw(time="yesterday"), "not RFC 3339"),
     (_raw(time="2026-01-01T00:00:00"), "no UTC offset"),
 ])
