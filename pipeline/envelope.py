@@ -87,26 +87,31 @@ def decode_event(value: bytes | None, *, fallback_time_ms: int) -> Event:
         raise InvalidEvent(f"value is not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise InvalidEvent(f"value is JSON {type(obj).__name__}, expected a CloudEvent object")
-    if obj.get("specversion") != "1.0":
-        raise InvalidEvent(
-            f"specversion is {obj.get('specversion')!r}; garrison reads CloudEvents '1.0'")
-    missing = [name for name in _REQUIRED if name not in obj]
-    if missing:
-        raise InvalidEvent(f"missing CloudEvents attribute(s): {', '.join(missing)}")
-    for name in ("id", "source", "type"):
-        if not isinstance(obj[name], str) or not obj[name]:
+    try:
+        spec, eid, source, etype = obj["specversion"], obj["id"], obj["source"], obj["type"]
+        tenant, machine, instance = obj["tenant"], obj["machine"], obj["instance"]
+    except KeyError:
+        spec = obj.get("specversion")
+        if spec == "1.0":
+            missing = [name for name in _REQUIRED if name not in obj]
+            raise InvalidEvent(f"missing CloudEvents attribute(s): {', '.join(missing)}"
+                               ) from None
+    if spec != "1.0":
+        raise InvalidEvent(f"specversion is {spec!r}; garrison reads CloudEvents '1.0'")
+    for name, text in (("id", eid), ("source", source), ("type", etype)):
+        if type(text) is not str or not text:
             raise InvalidEvent(f"attribute {name!r} must be a non-empty string")
     try:
-        tenant = check_id("tenant", obj["tenant"])
-        machine = check_id("machine", obj["machine"])
-        instance = check_id("instance", obj["instance"])
+        tenant = check_id("tenant", tenant)
+        machine = check_id("machine", machine)
+        instance = check_id("instance", instance)
     except InvalidAddress as exc:
-        raise InvalidEvent(str(exc), event_type=obj["type"]) from None
+        raise InvalidEvent(str(exc), event_type=etype) from None
     raw_time = obj.get("time")
     time_ms = fallback_time_ms if raw_time is None else parse_time(raw_time)
     parent = obj.get("parentid")
     timer = obj.get("timer")
-    return Event(obj["id"], obj["type"], obj["source"], tenant, machine, instance, time_ms,
+    return Event(eid, etype, source, tenant, machine, instance, time_ms,
                  obj.get("data"), parent if isinstance(parent, str) else None,
                  timer if isinstance(timer, str) else None)
 

@@ -66,6 +66,9 @@ class Registry:
         """The behaviour an existing instance runs, and its state, upgraded along the
         registered migrations as far as they reach (an instance without a migration path
         keeps its version)."""
+        latest = self._latest.get(name)
+        if latest is not None and latest.version == version:
+            return latest, state  # the common case: nothing to migrate
         versions = self._versions.get(name)
         if not versions or version not in versions:
             raise UnknownMachine(
