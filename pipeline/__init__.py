@@ -5,6 +5,9 @@ RocksDB, so machines can be unit-tested, property-tested and replayed anywhere.
 """
 
 from pipeline.address import Address, check_id
+from pipeline.chart_machine import ChartMachine
+from pipeline.contract import Contract, ServiceError, error_event_type
+from pipeline.diagram import mermaid
 from pipeline.effect import CancelTimer, Emit, Next, SetTimer
 from pipeline.envelope import Event, decode_event, encode_event
 from pipeline.errors import (
@@ -17,6 +20,7 @@ from pipeline.errors import (
     InvalidState,
     ReducerFailed,
     Rejected,
+    TransitionNotAllowed,
     UnknownEventType,
     UnknownMachine,
 )
@@ -34,5 +38,6 @@ __all__ = [
     "InvalidAddress", "InvalidDefinition", "InvalidEvent", "InvalidState", "ReducerFailed",
     "Rejected", "UnknownEventType", "UnknownMachine", "Listener", "ListenerContext",
     "Behaviour", "Incoming", "Machine", "Outcome", "StateChange", "Record", "Registry",
-    "Settings", "fold", "step",
+    "Settings", "fold", "step", "ChartMachine", "TransitionNotAllowed", "Contract",
+    "ServiceError", "error_event_type", "mermaid",
 ]

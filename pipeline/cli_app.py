@@ -117,6 +117,23 @@ def _state(args: argparse.Namespace) -> int:
         raise GarrisonError(f"no worker answers at {url}: {exc.reason}") from None
 
 
+def _diagram(args: argparse.Namespace) -> int:
+    from pipeline.diagram import mermaid
+
+    registry = load_registry(args.app)
+    if args.version is None:
+        behaviour = registry.latest(args.machine)
+    else:
+        versions = registry.versions(args.machine)
+        if args.version not in versions:
+            known = ", ".join(f"v{v}" for v in sorted(versions)) or "none"
+            raise GarrisonError(f"machine {args.machine!r} has no version {args.version}; "
+                                f"registered: {known}")
+        behaviour = versions[args.version]
+    print(mermaid(behaviour), end="")
+    return 0
+
+
 def add_app_commands(sub: Any) -> None:
     """Register the app-level subcommands on ``sub``."""
     p = sub.add_parser("worker", help="run a dispatch worker for APP's machines")
@@ -147,3 +164,9 @@ def add_app_commands(sub: Any) -> None:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.set_defaults(handler=_state)
+
+    p = sub.add_parser("diagram", help="print a machine as a Mermaid state diagram")
+    p.add_argument("app")
+    p.add_argument("machine")
+    p.add_argument("--version", type=int, help="a registered version; default the latest")
+    p.set_defaults(handler=_diagram)

@@ -21,6 +21,7 @@ __all__ = [
     "UnknownEventType",
     "ReducerFailed",
     "InvalidState",
+    "TransitionNotAllowed",
     "BrokerError",
 ]
 
@@ -83,6 +84,19 @@ class InvalidState(Rejected):
     """The new state a reducer returned does not fit the machine's state model."""
 
     stage = "state"
+
+
+class TransitionNotAllowed(Rejected):
+    """A declared event that the instance cannot take now: no transition for it is
+    enabled in the current state (guards included), or the machine is done.
+    ``value`` is the chart's state value when it was refused."""
+
+    stage = "transition"
+
+    def __init__(self, reason: str, *, event_type: str | None = None, data: Any = None,
+                 value: Any = None) -> None:
+        super().__init__(reason, event_type=event_type, data=data)
+        self.value = value
 
 
 class BrokerError(GarrisonError):
