@@ -8,6 +8,7 @@ PartitionsMismatch. So every topic is created up front, idempotently.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -19,16 +20,17 @@ from pipeline.settings import Settings
 __all__ = ["ensure_topics"]
 
 
-async def ensure_topics(settings: Settings) -> None:
-    """Create ``<app>.events``, ``.state-changes`` and ``.dlq`` unless they exist."""
+async def ensure_topics(settings: Settings, extra: Iterable[str] = ()) -> None:
+    """Create ``<app>.events``, ``.state-changes``, ``.dlq`` and the ``extra`` topics
+    (e.g. service topics) unless they exist, with the app's partition count."""
     topics = settings.topics
     n, rf = settings.kafka.partitions, settings.kafka.replication_factor
     admin = AIOKafkaAdminClient(**kafka_options(settings.kafka))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [NewTopic(name, n, rf) for name in
-                  (topics.events, topics.state_changes, topics.dlq) if name not in existing]
+        names = dict.fromkeys([topics.events, topics.state_changes, topics.dlq, *extra])
+        wanted = [NewTopic(name, n, rf) for name in names if name not in existing]
         if wanted:
             try:
                 await admin.create_topics(wanted)

@@ -8,6 +8,7 @@ import faust
 
 from agents.app import create_app
 from agents.topics import ensure_topics
+from pipeline.chart_machine import service_topics
 from pipeline.registry import Registry
 from pipeline.settings import Settings
 
@@ -16,7 +17,9 @@ __all__ = ["run_worker"]
 
 def run_worker(settings: Settings, registry: Registry) -> int:
     """Create the topics, build the app and run a Faust worker in this process."""
-    asyncio.run(ensure_topics(settings))
+    declared = service_topics(machine for name in registry.machines
+                              for machine in registry.versions(name).values())
+    asyncio.run(ensure_topics(settings, declared))
     app = create_app(settings, registry)
 
     def crash() -> None:
