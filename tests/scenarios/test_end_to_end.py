@@ -70,14 +70,19 @@ async def _send(bootstrap: str, topic: str, events: list[Event]) -> None:
         await producer.stop()
 
 
-@pytest.mark.parametrize("kill", [False, True], ids=["steady", "sigkill-mid-run"])
+@pytest.mark.parametrize("mode", ["steady", "sigkill", "scale-out"])
 async def test_final_states_equal_the_fold_and_sequences_have_no_gaps(
-        kill: bool, kafka_bootstrap: str, unique: Callable[[str], str], data_dir: Path,
+        mode: str, kafka_bootstrap: str, unique: Callable[[str], str], data_dir: Path,
         tmp_path: Path) -> None:
     env = settings_env(kafka_bootstrap, unique("e2e"), data_dir)
     app = env["GARRISON_APP"]
     worker = WorkerProcess("tests.sample_app", env, tmp_path / "worker.log")
-    unique_events, sent = _workload(seed=7 if kill else 3)
+    # A second worker of the same app: its own data dir and web port.
+    other_dir = tmp_path / "data-2"
+    other_dir.mkdir()
+    other = WorkerProcess("tests.sample_app", {**env, **settings_env(
+        kafka_bootstrap, app, other_dir)}, tmp_path / "worker-2.log")
+    unique_events, sent = _workload(seed={"steady": 3, "sigkill": 7, "scale-out": 11}[mode])
     # The expectation: a pure fold of each instance's events, in send order.
     per_instance: dict[tuple[str, str], list[Event]] = defaultdict(list)
     for ev in unique_events:
@@ -87,27 +92,40 @@ async def test_final_states_equal_the_fold_and_sequences_have_no_gaps(
     total = sum(len(changes) for _, changes in expected.values())
     assert total == EVENTS
 
+    def logs() -> str:
+        return f"{worker.log_tail()}\n--- second worker ---\n{other.log_tail()}"
+
     worker.start()
     try:
-        if kill:
+        if mode == "steady":
+            await _send(kafka_bootstrap, f"{app}.events", sent)
+        else:
             await _send(kafka_bootstrap, f"{app}.events", sent[: len(sent) // 2])
             await read_topic(kafka_bootstrap, f"{app}.state-changes",
                              until=lambda rs: len(rs) >= EVENTS // 4, timeout_s=180,
-                             alive=worker.alive, describe=worker.log_tail)
-            worker.kill()
-            worker.start()
+                             alive=worker.alive, describe=logs)
+            if mode == "sigkill":
+                worker.kill()
+                worker.start()
+            else:  # a second worker joins: partitions move to it mid-run
+                other.start()
             await _send(kafka_bootstrap, f"{app}.events", sent[len(sent) // 2:])
-        else:
-            await _send(kafka_bootstrap, f"{app}.events", sent)
+            if mode == "scale-out":
+                await read_topic(kafka_bootstrap, f"{app}.state-changes",
+                                 until=lambda rs: len(rs) >= 3 * EVENTS // 4, timeout_s=180,
+                                 describe=logs)
+                worker.stop()  # and the first one leaves: all partitions move again
+        survivor = other if mode == "scale-out" else worker
         records = await read_topic(kafka_bootstrap, f"{app}.state-changes",
                                    until=lambda rs: len(rs) >= total, timeout_s=300,
-                                   alive=worker.alive, describe=worker.log_tail)
+                                   alive=survivor.alive, describe=logs)
         # Nothing more arrives: no change is published twice.
         await asyncio.sleep(2)
         records = await read_topic(kafka_bootstrap, f"{app}.state-changes",
                                    until=lambda rs: len(rs) >= total, timeout_s=60)
     finally:
         worker.stop()
+        other.stop()
 
     assert len(records) == total, f"{len(records)} state changes for {total} events"
     seqs: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -123,7 +141,8 @@ async def test_final_states_equal_the_fold_and_sequences_have_no_gaps(
         assert seqs[key] == list(range(1, len(changes) + 1)), f"{key}: {seqs[key][:20]}"
         assert record is not None
         assert last[key] == record.state, key
-    assert worker.starts == (2 if kill else 1)
+    assert worker.starts == (2 if mode == "sigkill" else 1)
+    assert other.starts == (1 if mode == "scale-out" else 0)
 
     # Listeners: each runs exactly once per matching change.
     runs: list[tuple[str, str, str, int]] = []
