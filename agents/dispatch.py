@@ -21,6 +21,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 
+from agents.outbox import Outbox
+from pipeline.address import Address
 from pipeline.client import kafka_options
 from pipeline.deadletter import DeadLetter
 from pipeline.envelope import decode_event, encode_event
@@ -58,13 +60,14 @@ class _Lane:
         self.producer: AIOKafkaProducer | None = None
         self.task: asyncio.Task[None] | None = None
         self.closed = False
+        self.counts: dict[str, int] = {}  # partitions per topic; "" = the events topic
 
     async def start(self) -> None:
         s = self.d.settings
         self.producer = AIOKafkaProducer(
             **kafka_options(s.kafka), transactional_id=f"{s.app}.dispatch.{self.partition}",
             enable_idempotence=True, acks="all", linger_ms=2,
-            max_batch_size=256 * 1024, max_request_size=4 * 1024 * 1024)
+            max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024)
         await self.producer.start()  # init_transactions: fences a previous owner
         self.task = asyncio.create_task(self._run(), name=f"dispatch:{self.partition}")
 
@@ -99,6 +102,9 @@ class _Lane:
         topics = s.topics
         batch = StateBatch(d.state, d.timers, self.partition)
         stats = d.stats
+        if not self.counts:
+            self.counts[""] = len(await producer.partitions_for(topics.events))
+        out = Outbox(producer, self.partition, self.counts)
         async with producer.transaction():
             for rec in records:
                 if self.closed:
@@ -110,8 +116,7 @@ class _Lane:
                 except Rejected as exc:
                     letter = DeadLetter(rec.key, rec.value, exc.stage, exc.reason,
                                         rec.topic, rec.partition, rec.offset)
-                    await producer.send(topics.dlq, letter.value, key=letter.key,
-                                        headers=letter.headers())
+                    await out.add(topics.dlq, letter.key, letter.value, letter.headers())
                     stats.dead_letters += 1
                     continue
                 status = outcome.status
@@ -121,34 +126,31 @@ class _Lane:
                 if status == "stale":
                     stats.stale += 1
                     continue
-                batch.store((event.tenant, event.machine, event.instance), key,  # type: ignore[arg-type]
-                            outcome)
+                batch.store(Address(event.tenant, event.machine, event.instance), key, outcome)
                 tenant_key = event.tenant.encode()
                 if outcome.change is not None:
-                    await producer.send(topics.state_changes, outcome.change.to_json(),
-                                        key=tenant_key)
+                    await out.add(topics.state_changes, tenant_key, outcome.change.to_json())
                     if status == "expired":
                         stats.expired += 1
                     else:
                         stats.applied += 1
-                for out in outcome.emitted:
-                    await producer.send(out.topic or topics.events, encode_event(out.event),
-                                        key=tenant_key)
-            last_state = last_timer = None
+                for sent in outcome.emitted:
+                    await out.add(sent.topic or topics.events, tenant_key,
+                                  encode_event(sent.event))
             for key, value in batch.state_writes.items():
-                last_state = await producer.send(d.state.changelog_topic, value, key=key,
-                                                 partition=self.partition)
+                await out.add(d.state.changelog_topic, key, value, partition=self.partition)
             for key, value in batch.timer_writes.items():
-                last_timer = await producer.send(d.timers.changelog_topic, value, key=key,
-                                                 partition=self.partition)
+                await out.add(d.timers.changelog_topic, key, value, partition=self.partition)
+            written = await out.flush()
             await producer.send_offsets_to_transaction(
                 {self.tp: records[-1].offset + 1}, d.group_id)
         batch.apply_locally()
         # Tell Faust's recovery how far the local store has the changelog, so a restart
         # replays only what came after.
-        for store, sent in ((d.state, last_state), (d.timers, last_timer)):
-            if sent is not None:
-                store.set_changelog_offset(self.partition, sent.result().offset)
+        for store in (d.state, d.timers):
+            last = written.get((store.changelog_topic, self.partition))
+            if last is not None:
+                store.set_changelog_offset(self.partition, last)
         stats.batches += 1
 
 
