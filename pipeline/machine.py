@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -155,23 +156,22 @@ class Machine(Generic[S]):
             raise InvalidDefinition(
                 f"machine {name!r}: state must be a pydantic BaseModel subclass or dict")
         self._reducers: dict[str, tuple[Reducer, type[BaseModel] | None]] = {}
-        self._initial = self._initial_factory(initial)
-
-    def _initial_factory(self, initial: Any) -> Callable[[Any, Incoming], Any]:
+        # A fixed initial state is validated and dumped once, not per new instance.
+        self._initial_fn: Callable[[Any, Incoming], Any] | None = None
+        self._initial_state: Any = None
         if callable(initial) and not isinstance(initial, BaseModel | dict):
-            return initial  # type: ignore[no-any-return]
-        if initial is None:
-            if self._model is None:
-                return lambda _c, _e: {}
+            self._initial_fn = initial
+        elif initial is not None:
+            self._initial_state = self._dump(initial, "initial state")
+        elif self._model is None:
+            self._initial_state = {}
+        else:
             try:
-                value = self._model()
+                self._initial_state = self._dump(self._model(), "initial state")
             except ValidationError as exc:
                 raise InvalidDefinition(
                     f"machine {self.name!r}: its state model has required fields "
                     f"({explain(exc)}); give initial=") from None
-            return lambda _c, _e: value
-        fixed = self._dump(initial, "initial state")
-        return lambda _c, _e: fixed
 
     @property
     def event_types(self) -> frozenset[str]:
@@ -218,8 +218,14 @@ class Machine(Generic[S]):
         """Initial state, then the first event applied to it."""
         reducer, payload = self._reducer(event.type)
         incoming = self._incoming(event, payload)
+        if self._initial_fn is None:
+            # A model state is rebuilt from this dict; a plain dict goes to the reducer
+            # itself, which may change it, so it gets its own copy.
+            shared = self._initial_state
+            return self._run(reducer, shared if self._model else copy.deepcopy(shared),
+                             incoming)
         try:
-            initial = self._initial(self.config, incoming)
+            initial = self._initial_fn(self.config, incoming)
         except Exception as exc:  # noqa: BLE001 - user code: report, never crash
             raise ReducerFailed(f"initial state of {self.name!r} raised "
                                 f"{type(exc).__name__}: {exc}", event_type=event.type) from exc
