@@ -80,10 +80,24 @@ class _Lane:
             await self.producer.stop()
 
     async def _run(self) -> None:
+        settings = self.d.settings
+        loop = asyncio.get_running_loop()
         while True:
             records = list(await self.inbox.get())
-            while len(records) < self.d.settings.batch_size and not self.inbox.empty():
-                records.extend(self.inbox.get_nowait())
+            # Gather for up to batch_wait_ms: a transaction costs several round trips,
+            # so a trickle of single-record transactions would cost more than it waits.
+            deadline = loop.time() + settings.batch_wait_ms / 1000
+            while len(records) < settings.batch_size:
+                if not self.inbox.empty():
+                    records.extend(self.inbox.get_nowait())
+                    continue
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    records.extend(await asyncio.wait_for(self.inbox.get(), left))
+                except TimeoutError:
+                    break
             try:
                 await self._process(records)
             except asyncio.CancelledError:
