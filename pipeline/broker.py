@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import shutil
@@ -312,6 +313,14 @@ class LocalKafka:
                               f"{(done.stdout + done.stderr)[-2000:]}")
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], bootstrap: str) -> None:
+        noisy = logging.getLogger("aiokafka")
+        was, noisy.disabled = noisy.disabled, True  # refused connects are expected here
+        try:
+            self._poll_ready(proc, bootstrap)
+        finally:
+            noisy.disabled = was
+
+    def _poll_ready(self, proc: subprocess.Popen[bytes], bootstrap: str) -> None:
         deadline = time.monotonic() + _READY_TIMEOUT_S
         last = "no answer yet"
         while time.monotonic() < deadline:

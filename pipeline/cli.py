@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -30,11 +31,12 @@ def _kafka(args: argparse.Namespace) -> int:
     kafka = LocalKafka(args.state_dir, port=args.port, heap_mb=args.heap_mb)
     if args.action == "up":
         before = kafka.status()
+        started = time.monotonic()
         bootstrap = kafka.up()
         if before.running:
             print(f"kafka is already running at {bootstrap} (pid {before.pid})")
         else:
-            print(f"kafka is up at {bootstrap}")
+            print(f"kafka is up at {bootstrap} (ready in {time.monotonic() - started:.1f} s)")
             print(f"  export GARRISON_KAFKA_BOOTSTRAP={bootstrap}")
         return 0
     if args.action == "down":

@@ -86,6 +86,8 @@ def test_cli_up_twice_status_down(tmp_path: Path) -> None:
         first = run("up")
         assert first.returncode == 0, first.stderr
         assert "kafka is up at 127.0.0.1:" in first.stdout
+        ready_s = float(first.stdout.split("ready in ")[1].split(" s)")[0])
+        assert ready_s < 30, f"broker took {ready_s} s to answer (jar cache is warm here)"
         second = run("up")
         assert second.returncode == 0
         assert "already running" in second.stdout
