@@ -56,7 +56,14 @@ class _Lane:
         self.d = dispatcher
         self.partition = partition
         self.tp = TopicPartition(dispatcher.settings.topics.events, partition)
-        self.inbox: asyncio.Queue[Sequence[Any]] = asyncio.Queue(maxsize=8)
+        # Unbounded queue, bounded by records queued (see Dispatcher.feed): at a paced
+        # rate chunks are tiny, and a bound on chunks would stall the shared fetch loop
+        # behind one lane that is committing.
+        self.inbox: asyncio.Queue[Sequence[Any]] = asyncio.Queue()
+        self.queued = 0
+        self.room = asyncio.Event()
+        self.room.set()
+        self.arrived = asyncio.Event()
         self.producer: AIOKafkaProducer | None = None
         self.task: asyncio.Task[None] | None = None
         self.closed = False
@@ -83,19 +90,22 @@ class _Lane:
         settings = self.d.settings
         loop = asyncio.get_running_loop()
         while True:
-            records = list(await self.inbox.get())
+            records = list(await self._take())
             # Gather for up to batch_wait_ms: a transaction costs several round trips,
             # so a trickle of single-record transactions would cost more than it waits.
+            # Only an Event is awaited with a timeout; chunks move with get_nowait, so a
+            # timeout can never lose one.
             deadline = loop.time() + settings.batch_wait_ms / 1000
             while len(records) < settings.batch_size:
                 if not self.inbox.empty():
-                    records.extend(self.inbox.get_nowait())
+                    records.extend(self._took(self.inbox.get_nowait()))
                     continue
                 left = deadline - loop.time()
                 if left <= 0:
                     break
+                self.arrived.clear()
                 try:
-                    records.extend(await asyncio.wait_for(self.inbox.get(), left))
+                    await asyncio.wait_for(self.arrived.wait(), left)
                 except TimeoutError:
                     break
             try:
@@ -109,6 +119,24 @@ class _Lane:
                 log.exception("dispatch of partition %d failed; stopping", self.partition)
                 self.d.fail()
                 return
+
+    async def _take(self) -> Sequence[Any]:
+        return self._took(await self.inbox.get())
+
+    def _took(self, chunk: Sequence[Any]) -> Sequence[Any]:
+        self.queued -= len(chunk)
+        if self.queued < 4 * self.d.settings.batch_size:
+            self.room.set()
+        return chunk
+
+    async def put(self, chunk: Sequence[Any]) -> None:
+        """Queue a fetched chunk; waits while 4 batches' worth are queued already."""
+        await self.room.wait()
+        self.queued += len(chunk)
+        if self.queued >= 4 * self.d.settings.batch_size:
+            self.room.clear()
+        self.inbox.put_nowait(chunk)
+        self.arrived.set()
 
     async def _process(self, records: list[Any]) -> None:
         d, s, producer = self.d, self.d.settings, self.producer
@@ -197,7 +225,7 @@ class Dispatcher:
         if lane is None:
             lane = self._lanes[partition] = _Lane(self, partition)
             await lane.start()
-        await lane.inbox.put(records)
+        await lane.put(records)
 
     async def revoke(self, partitions: set[int]) -> None:
         """Stop the lanes of revoked partitions; their uncommitted work is aborted and
