@@ -151,7 +151,8 @@ class Machine(Generic[S]):
             raise InvalidDefinition(f"machine {name!r}: ttl must be positive")
         self.migrations: dict[int, Migration] = {}
         self.emits = dict(emits or {})
-        self._model = state if isinstance(state, type) and issubclass(state, BaseModel) else None
+        self._model: type[BaseModel] | None = (
+            state if isinstance(state, type) and issubclass(state, BaseModel) else None)
         if self._model is None and state is not dict:
             raise InvalidDefinition(
                 f"machine {name!r}: state must be a pydantic BaseModel subclass or dict")

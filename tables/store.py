@@ -30,7 +30,8 @@ class PartitionStore:
 
     def db(self, partition: int) -> Rdict:
         """The database of ``partition`` (opened on first use)."""
-        return self._table.data._db_for_partition(partition)  # noqa: SLF001 - see module doc
+        db: Rdict = self._table.data._db_for_partition(partition)  # noqa: SLF001 - module doc
+        return db
 
     def get(self, partition: int, key: bytes) -> bytes | None:
         """One value, or None."""
