@@ -22,19 +22,20 @@ import inspect
 import logging
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from agents.topics import ensure_topics
 from pipeline.client import kafka_options
 from pipeline.contract import ServiceError, error_event_type
 from pipeline.envelope import Event, decode_event, encode_event
 from pipeline.errors import InvalidEvent
 from pipeline.settings import Settings
 
-__all__ = ["Reply", "Handler", "Service", "serve", "reply_to"]
+__all__ = ["Reply", "Handler", "Service", "serve", "serve_all", "reply_to"]
 
 log = logging.getLogger(__name__)
 
@@ -119,3 +120,10 @@ async def serve(service: Service, settings: Settings, *, ready: asyncio.Event | 
     finally:
         await producer.stop()
         await consumer.stop()
+
+
+async def serve_all(services: Iterable[Service], settings: Settings) -> None:
+    """Create the services' topics and run them all until cancelled."""
+    services = list(services)
+    await ensure_topics(settings, [s.topic for s in services])
+    await asyncio.gather(*(serve(s, settings) for s in services))

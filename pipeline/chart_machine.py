@@ -49,7 +49,7 @@ from pipeline.errors import (
     TransitionNotAllowed,
     UnknownEventType,
 )
-from pipeline.machine import Migration
+from pipeline.machine import Migration, migration_registrar
 from pipeline.statechart import Chart, Emitted, Step, TimerCancel, TimerSet
 
 __all__ = ["ChartMachine", "TransitionNotAllowed", "MACHINE_TARGET", "service_topics"]
@@ -139,15 +139,7 @@ class ChartMachine:
     def migrate(self, from_version: int) -> Callable[[Migration], Migration]:
         """Register ``fn(old_snapshot) -> snapshot`` upgrading instances of
         ``from_version`` to this version on their next event."""
-        if from_version >= self.version:
-            raise InvalidDefinition(f"{self._label}: can only migrate from an older "
-                                    f"version, not v{from_version}")
-
-        def register(fn: Migration) -> Migration:
-            self.migrations[from_version] = fn
-            return fn
-
-        return register
+        return migration_registrar(self.migrations, self.version, from_version, self._label)
 
     # -- the Behaviour protocol ---------------------------------------------------------
 

@@ -40,7 +40,8 @@ from pipeline.errors import (
     UnknownEventType,
 )
 
-__all__ = ["Behaviour", "Incoming", "Machine", "Reducer", "Migration", "explain"]
+__all__ = ["Behaviour", "Incoming", "Machine", "Reducer", "Migration", "explain",
+           "migration_registrar"]
 
 S = TypeVar("S")
 Migration = Callable[[Any], Any]
@@ -101,6 +102,20 @@ def explain(exc: ValidationError) -> str:
         parts.append(f"{where}: {err['msg']}")
     more = len(exc.errors()) - 5
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def migration_registrar(migrations: dict[int, Migration], version: int, from_version: int,
+                        label: str) -> Callable[[Migration], Migration]:
+    """The decorator behind ``migrate(from_version)`` of every machine kind."""
+    if from_version >= version:
+        raise InvalidDefinition(
+            f"{label}: can only migrate from an older version, not v{from_version}")
+
+    def register(fn: Migration) -> Migration:
+        migrations[from_version] = fn
+        return fn
+
+    return register
 
 
 def _check_reducer(event_type: str, fn: Callable[..., Any]) -> None:
@@ -202,16 +217,8 @@ class Machine(Generic[S]):
     def migrate(self, from_version: int) -> Callable[[Migration], Migration]:
         """Register ``fn(old_state_json) -> state_json`` upgrading instances of
         ``from_version`` to this version on their next event."""
-        if from_version >= self.version:
-            raise InvalidDefinition(
-                f"machine {self.name!r} v{self.version}: can only migrate from an older "
-                f"version, not v{from_version}")
-
-        def register(fn: Migration) -> Migration:
-            self.migrations[from_version] = fn
-            return fn
-
-        return register
+        return migration_registrar(self.migrations, self.version, from_version,
+                                   f"machine {self.name!r} v{self.version}")
 
     # -- the Behaviour protocol ---------------------------------------------------------
 

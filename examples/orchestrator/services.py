@@ -9,14 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from agents.service import Reply, Service, serve
-from agents.topics import ensure_topics
+from agents.service import Reply, Service, serve_all
 from examples.orchestrator.app import (
     DECREMENT_TOPIC,
     INCREMENT_TOPIC,
     LIMIT,
     NOTIFY_TOPIC,
-    SERVICE_TOPICS,
 )
 from pipeline.envelope import Event
 from pipeline.settings import Settings
@@ -57,8 +55,7 @@ def services() -> list[Service]:
 
 async def main(settings: Settings) -> None:
     """Create the service topics and run every service until interrupted."""
-    await ensure_topics(settings, SERVICE_TOPICS)
-    await asyncio.gather(*(serve(s, settings) for s in services()))
+    await serve_all(services(), settings)
 
 
 if __name__ == "__main__":

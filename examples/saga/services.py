@@ -13,9 +13,8 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from agents.service import Reply, Service, serve
-from agents.topics import ensure_topics
-from examples.saga.app import INVENTORY_TOPIC, PAYMENT_TOPIC, SERVICE_TOPICS, SHIPPING_TOPIC
+from agents.service import Reply, Service, serve_all
+from examples.saga.app import INVENTORY_TOPIC, PAYMENT_TOPIC, SHIPPING_TOPIC
 from pipeline.envelope import Event
 from pipeline.settings import Settings
 
@@ -97,8 +96,7 @@ def services() -> list[Service]:
 
 async def main(settings: Settings) -> None:
     """Create the service topics and run every service until interrupted."""
-    await ensure_topics(settings, SERVICE_TOPICS)
-    await asyncio.gather(*(serve(s, settings) for s in services()))
+    await serve_all(services(), settings)
 
 
 if __name__ == "__main__":
