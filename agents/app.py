@@ -26,7 +26,7 @@ from pipeline.client import kafka_options
 from pipeline.errors import InvalidAddress
 from pipeline.registry import Registry
 from pipeline.settings import Settings
-from tables.changelog import last_data_offsets
+from tables.changelog import last_data_offsets, restore
 from tables.keys import encode_key, tenant_prefix
 from tables.store import PartitionStore
 
@@ -69,10 +69,38 @@ class _Recovery(Recovery):  # type: ignore[misc]
         # Our changelogs are written in transactions: recover up to the last committed
         # data record, not up to the trailing commit marker (see tables.changelog).
         app: GarrisonApp = self.app
+        options = kafka_options(app.settings.kafka)
         pending = [(tp.topic, tp.partition) for tp in tps if destination.get(tp, -1) >= 0]
-        found = await last_data_offsets(kafka_options(app.settings.kafka), pending)
+        found = await last_data_offsets(options, pending)
         for (topic, partition), offset in found.items():
             destination[TP(topic, partition)] = offset
+        if destination is self.active_highwaters:
+            await self._bulk_restore(options, found)
+
+    async def _bulk_restore(self, options: dict[str, Any],
+                            ends: dict[tuple[str, int], int]) -> None:
+        """Restore active partitions ourselves, in whole write batches; Faust then finds
+        its persisted offsets at the end and has nothing left to replay (its own path
+        handles one record at a time: measured 332 s for a million instances)."""
+        app: GarrisonApp = self.app
+        stores = {s.changelog_topic: s for s in (app.state_store, app.timer_store)}
+        ranges = {}
+        for (topic, partition), end in ends.items():
+            store = stores.get(topic)
+            if store is not None and end >= 0:
+                done = store.changelog_offset(partition)
+                ranges[(topic, partition)] = (0 if done is None else done + 1, end)
+
+        def write(topic: str, partition: int, writes: dict[bytes, bytes | None],
+                  last: int) -> None:
+            stores[topic].write(partition, writes)
+            stores[topic].set_changelog_offset(partition, last)
+
+        started = time.monotonic()
+        count = await restore(options, ranges, write)
+        if count:
+            log.info("restored %d changelog records in %.1f s", count,
+                     time.monotonic() - started)
 
 
 class _TableManager(TableManager):  # type: ignore[misc]

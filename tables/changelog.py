@@ -9,12 +9,12 @@ the last committed data record, which this module finds by reading back from the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-__all__ = ["last_data_offsets"]
+__all__ = ["last_data_offsets", "restore"]
 
 
 async def last_data_offsets(options: dict[str, Any], tps: Iterable[tuple[str, int]],
@@ -55,3 +55,58 @@ async def _last_in(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int,
             return last
         window *= 8  # only markers and aborted data in this window: look further back
     return -1
+
+
+Writer = Callable[[str, int, dict[bytes, bytes | None], int], None]
+
+
+async def restore(options: dict[str, Any],
+                  ranges: Mapping[tuple[str, int], tuple[int, int]],
+                  write: Writer, *, chunk: int = 20_000) -> int:
+    """Read each changelog partition's committed records from ``start`` to ``end``
+    (inclusive) and hand them to ``write(topic, partition, writes, last_offset)`` in
+    chunks: one write per chunk, the last value of each key, None for a tombstone.
+    Returns how many records were read.
+
+    This is the bulk path of recovery: a raw read_committed consumer and whole write
+    batches, instead of one framework event per record.
+    """
+    todo = {TopicPartition(t, p): (start, end) for (t, p), (start, end) in ranges.items()
+            if end >= start}
+    if not todo:
+        return 0
+    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False,
+                                isolation_level="read_committed",
+                                max_partition_fetch_bytes=8 * 1024 * 1024,
+                                fetch_max_bytes=32 * 1024 * 1024)
+    await consumer.start()
+    read = 0
+    try:
+        consumer.assign(list(todo))
+        for tp, (start, _) in todo.items():
+            consumer.seek(tp, start)
+        pending: dict[TopicPartition, dict[bytes, bytes | None]] = {tp: {} for tp in todo}
+        last: dict[TopicPartition, int] = {}
+        while todo:
+            batch = await consumer.getmany(*todo, timeout_ms=1000, max_records=chunk)
+            for tp, records in batch.items():
+                end = todo[tp][1]
+                writes = pending[tp]
+                for rec in records:
+                    if rec.offset > end:
+                        break
+                    writes[rec.key] = rec.value
+                    last[tp] = rec.offset
+                    read += 1
+            for tp in list(todo):
+                end = todo[tp][1]
+                done = last.get(tp, -1) >= end or await consumer.position(tp) > end
+                if pending[tp] and (done or len(pending[tp]) >= chunk):
+                    write(tp.topic, tp.partition, pending[tp], last[tp])
+                    pending[tp] = {}
+                if done:
+                    del todo[tp]
+                    consumer.pause(tp)
+        return read
+    finally:
+        await consumer.stop()

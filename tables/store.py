@@ -50,6 +50,13 @@ class PartitionStore:
                 batch.put(key, value)
         self.db(partition).write(batch)
 
+    def changelog_offset(self, partition: int) -> int | None:
+        """The changelog offset the local store of ``partition`` is restored up to."""
+        from faust.types import TP
+
+        offset = self._table.data.persisted_offset(TP(self.changelog_topic, partition))
+        return None if offset is None else int(offset)
+
     def set_changelog_offset(self, partition: int, offset: int) -> None:
         """Record that the changelog up to ``offset`` is in the local store, so a restart
         recovers only what came after."""
