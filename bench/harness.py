@@ -1,0 +1,306 @@
+"""``bench/run``: garrison against its baselines on one workload, in one run.
+
+    bench/run [--quick] [--events N] [--tenants T] [--instances I] [--partitions P]
+              [--only garrison,aiokafka_loop,...]
+
+Starts a local Kafka (unless ``GARRISON_KAFKA_BOOTSTRAP`` is set), produces the workload
+once, runs each system over it one at a time, measures garrison's latency at half its
+rate (and, in the full run, its restore time and memory with all instances), measures
+the statechart interpreter, prints a table and writes ``bench/results/latest.json``.
+See ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from bench.report import Report, machine_info, source_info
+from bench.system import ROOT, SYSTEMS, Run
+from bench.throughput import run_throughput
+from bench.topic import create_topics, delete_topics, produce
+from bench.workload import Workload
+
+__all__ = ["main", "parse_args"]
+
+RESULTS = ROOT / "bench" / "results"
+PARTS = (
+    "garrison",
+    "latency",
+    "restore",
+    "aiokafka_loop",
+    "faust_naive",
+    "quixstreams",
+    "kafka_streams",
+    "statechart",
+)
+QUICK = {
+    "tenants": 200,
+    "instances": 50,
+    "events": 100_000,
+    "cap_s": 10.0,
+    "latency_s": 10.0,
+    "timeout_s": 60.0,
+    "statechart_s": 1.5,
+}
+FULL = {
+    "tenants": 1000,
+    "instances": 1000,
+    "events": 1_200_000,
+    "cap_s": 30.0,
+    "latency_s": 20.0,
+    "timeout_s": 120.0,
+    "statechart_s": 3.0,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    p = argparse.ArgumentParser(prog="bench/run", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="200 tenants x 50 instances, 100k events; no restore (< 3 min)",
+    )
+    p.add_argument("--events", type=int, help="events to produce")
+    p.add_argument("--tenants", type=int)
+    p.add_argument("--instances", type=int, help="instances per tenant")
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--only", help=f"comma-separated subset of: {', '.join(PARTS)}")
+    p.add_argument(
+        "--faust-cap",
+        type=float,
+        help="seconds faust_naive runs after its first output (default 10 quick, 30 full)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="results file (default bench/results/latest.json;"
+        " bench/results/partial.json with --only)",
+    )
+    args = p.parse_args(argv)
+    chosen = set(PARTS) if not args.only else {x.strip() for x in args.only.split(",") if x}
+    unknown = chosen - set(PARTS)
+    if unknown:
+        p.error(f"--only: unknown {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
+    if chosen & {"latency", "restore"}:
+        chosen.add("garrison")  # both measure the worker of garrison's run
+    if args.quick:
+        chosen.discard("restore")
+    args.parts = chosen
+    return args
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    base = dict(QUICK if args.quick else FULL)
+    for name in ("events", "tenants", "instances"):
+        if getattr(args, name) is not None:
+            base[name] = getattr(args, name)
+    if args.faust_cap is not None:
+        base["cap_s"] = args.faust_cap
+    # A system gets its start-up plus 1 ms per event (1,000 events/s) before it is stopped.
+    base["timeout_s"] += base["events"] / 1000
+    return base
+
+
+def _start_broker(work: Path) -> tuple[str, Any]:
+    existing = os.environ.get("GARRISON_KAFKA_BOOTSTRAP")
+    if existing:
+        return existing, None
+    from pipeline.broker import LocalKafka
+
+    kafka = LocalKafka(work / "kafka", port=0, heap_mb=1024)
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # "Unable connect" while the broker boots
+    try:
+        return kafka.up(), kafka
+    finally:
+        quiet.setLevel(level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; 0 when every selected part ran, 1 when one failed."""
+    args = parse_args(argv)
+    s = _settings(args)
+    began = time.monotonic()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up below
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for old in RESULTS.glob("*.log"):
+        old.unlink()
+    work = Path(tempfile.mkdtemp(prefix="garrison-bench-"))
+    run: Run | None = None
+    kafka = None
+    try:
+        t = time.monotonic()
+        with ThreadPoolExecutor(max_workers=2) as pool:  # check (and build) meanwhile
+            checks = {n: pool.submit(SYSTEMS[n].check) for n in SYSTEMS if n in args.parts}
+            bootstrap, kafka = _start_broker(work)
+            unable = {n: r for n, f in checks.items() if (r := f.result()) is not None}
+        where = "local Kafka" if kafka is not None else "GARRISON_KAFKA_BOOTSTRAP"
+        print(f"broker: {where} at {bootstrap} ({time.monotonic() - t:.1f} s)", flush=True)
+        app = f"bench-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:4]}"
+        run = Run(bootstrap, app, args.partitions, work, RESULTS)
+        report = asyncio.run(_bench(args, s, run, unable))
+    finally:
+        for proc in run.processes if run is not None else []:
+            proc.stop()
+        if kafka is not None:
+            kafka.down()  # its state dir is in ``work``, removed below; keep its log
+            with contextlib.suppress(OSError):
+                shutil.copyfile(kafka.state_dir / "broker.log", RESULTS / "kafka.log")
+        elif run is not None:
+            gone = asyncio.run(delete_topics(run.bootstrap, run.app))
+            print(f"deleted {len(gone)} topics of {run.app}")
+        shutil.rmtree(work, ignore_errors=True)
+    out = args.out or RESULTS / ("partial.json" if args.only else "latest.json")
+    out.write_bytes(report.to_json())
+    print(
+        f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out} "
+        f"({time.monotonic() - began:.0f} s in all)"
+    )
+    failed = [
+        m.system
+        for m in report.measured.values()
+        if m.ended.startswith(("exited", "timed out", "stalled")) or "MISMATCH" in m.verified
+    ]
+    if failed:
+        print(f"FAILED: {', '.join(failed)} (logs in bench/results/)")
+    return 1 if failed else 0
+
+
+async def _bench(
+    args: argparse.Namespace, s: dict[str, Any], run: Run, unable: dict[str, str]
+) -> Report:
+    workload = Workload(s["tenants"], s["instances"], s["events"])
+    params = {
+        "quick": args.quick,
+        "tenants": workload.tenants,
+        "instances_per_tenant": workload.instances,
+        "instances_total": workload.slots,
+        "events": workload.events,
+        "partitions": run.partitions,
+        "app": run.app,
+        "faust_naive_cap_s": s["cap_s"],
+        "latency_s": s["latency_s"],
+        "system_timeout_s": s["timeout_s"],
+        "bootstrap_external": bool(os.environ.get("GARRISON_KAFKA_BOOTSTRAP")),
+        "parts": sorted(args.parts),
+        **source_info(ROOT),
+    }
+    report = Report(params, machine_info(), skipped=dict(unable))
+    print(
+        f"machine: {report.machine['cpu_count']} cpus ({report.machine['cpu_model']}), "
+        f"load {report.machine['loadavg_start']}; python {report.machine['python']}; "
+        f"{report.machine['java']}",
+        flush=True,
+    )
+    # garrison last: its latency run adds events to the input topic, and its worker stays
+    # up for it (and for the restore), so nothing else may run after it on that topic.
+    systems = [n for n in SYSTEMS if n in args.parts and n != "garrison"]
+    systems += ["garrison"] if "garrison" in args.parts else []
+    if systems:
+        t = time.monotonic()
+        await create_topics(run.bootstrap, [run.input], run.partitions)
+        n = await produce(run.bootstrap, run.input, run.partitions, workload.records())
+        print(
+            f"workload: {n:,} events, {workload.tenants:,} tenants x {workload.instances:,} "
+            f"instances, {run.partitions} partitions -> {run.input} "
+            f"({time.monotonic() - t:.1f} s)",
+            flush=True,
+        )
+        print(
+            "throughput = outputs / (last - first output append time), broker-stamped "
+            "(LogAppendTime): start-up is outside the window",
+            flush=True,
+        )
+    sample = workload.sample(20)
+    for name in systems:
+        system = SYSTEMS[name]
+        if name in unable:
+            print(f"{name}: skipped: {unable[name]}", flush=True)
+            continue
+        cap = s["cap_s"] if system.capped else None
+        keep = name == "garrison" and bool(args.parts & {"latency", "restore"})
+        m = await run_throughput(
+            run, system, workload.events, sample, cap_s=cap, timeout_s=s["timeout_s"], keep=keep
+        )
+        report.measured[name] = m
+        rate = "-" if m.rate is None else f"{m.rate:,.0f}"
+        print(
+            f"{name}: {rate} events/s ({m.outputs:,} outputs in {m.span_s:.1f} s; "
+            f"{m.ended}; {m.verified})",
+            flush=True,
+        )
+        if name == "garrison" and m.process is not None:
+            await _garrison_extras(args, s, run, workload, report, m.process)
+    if "statechart" in args.parts:
+        from bench.statechart import measure
+
+        report.statechart = await asyncio.to_thread(measure, s["statechart_s"])
+    if "quixstreams" in report.skipped or "kafka_streams" in report.skipped:
+        report.notes.append("skipped systems have no figure in the results file")
+    print()
+    for line in report.lines():
+        print(line)
+    return report
+
+
+async def _garrison_extras(
+    args: argparse.Namespace,
+    s: dict[str, Any],
+    run: Run,
+    workload: Workload,
+    report: Report,
+    worker: Any,
+) -> None:
+    from bench.latency import measure_latency
+    from bench.restore import measure_restore
+
+    m = report.measured["garrison"]
+    if m.rate is None or not m.complete:
+        for part in ("latency", "restore"):
+            if part in args.parts:
+                report.skipped[part] = f"garrison's run did not complete ({m.ended})"
+        await asyncio.to_thread(worker.stop)
+        return
+    if "latency" in args.parts:
+        # At a quarter of garrison's rate, then at half (the figure), to show the knee.
+        # Low first: after a saturated run, latency stayed high for a while in trials.
+        for share, label in ((4, "a quarter"), (2, "half")):
+            rate = m.rate / share
+            print(
+                f"latency: {rate:,.0f} events/s ({label} of garrison's rate) for "
+                f"{s['latency_s']:.0f} s ...",
+                flush=True,
+            )
+            report.latencies[share] = await measure_latency(
+                run.bootstrap, run.app, workload, run.partitions, rate=rate, seconds=s["latency_s"]
+            )
+    if "restore" in args.parts:
+        print(
+            f"restore: wiping the worker's RocksDB and restoring {workload.slots:,} "
+            "instances from the changelog ...",
+            flush=True,
+        )
+        report.restore = await measure_restore(
+            run, worker, workload.sample(20), timeout_s=s["timeout_s"]
+        )
+    await asyncio.to_thread(worker.stop)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
