@@ -49,12 +49,19 @@ class _Consumer(faust_aiokafka.Consumer):
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _wait_next_records(self, timeout: float) -> Any:
-        records, active = await super()._wait_next_records(timeout)
         app: GarrisonApp = self.app  # type: ignore[assignment]
+        generation = app.consumer_generation_id
+        records, active = await super()._wait_next_records(timeout)
         if records:
             events = app.settings.topics.events
+            # Records fetched across a rebalance may belong to partitions this worker
+            # no longer owns (Faust's own loop drops them the same way). Dropping is
+            # safe: every assignment restarts from the committed offsets.
+            moved = app.consumer_generation_id != generation
             for tp in [tp for tp in records if tp.topic == events]:
-                await app.dispatcher.feed(tp.partition, records.pop(tp))
+                chunk = records.pop(tp)
+                if not moved and (active is None or tp in active):
+                    await app.dispatcher.feed(tp.partition, chunk)
         return records, active
 
 
