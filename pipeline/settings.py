@@ -49,13 +49,13 @@ class Topics(BaseModel):
     events: str
     state_changes: str
     dlq: str
-    timers: str
 
     @classmethod
     def of(cls, app: str) -> Topics:
-        """``<app>.events``, ``<app>.state-changes``, ``<app>.dlq``, ``<app>.timers``."""
+        """``<app>.events``, ``<app>.state-changes``, ``<app>.dlq``. Timer firings travel
+        on the events topic, in the instance's own partition."""
         return cls(events=f"{app}.events", state_changes=f"{app}.state-changes",
-                   dlq=f"{app}.dlq", timers=f"{app}.timers")
+                   dlq=f"{app}.dlq")
 
 
 class Settings(BaseSettings):
