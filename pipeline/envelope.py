@@ -16,9 +16,8 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -30,11 +29,15 @@ __all__ = ["Event", "decode_event", "encode_event", "format_time", "parse_time"]
 _REQUIRED = ("id", "source", "type", "tenant", "machine", "instance")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _last_second: list[Any] = [None, ""]
+_parsed_second: list[Any] = ["", 0]  # "YYYY-MM-DDTHH:MM:SS" and its epoch ms
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """A decoded, validated garrison event. ``time_ms`` is epoch milliseconds."""
+class Event(NamedTuple):
+    """A decoded, validated garrison event. ``time_ms`` is epoch milliseconds.
+
+    Immutable; a NamedTuple rather than a frozen dataclass because one is built per
+    event on the hot path, where a frozen dataclass's ``__init__`` costs 5x as much.
+    """
 
     id: str
     type: str
@@ -55,6 +58,14 @@ class Event:
 
 def parse_time(text: str) -> int:
     """RFC 3339 text to epoch milliseconds; raises :class:`InvalidEvent` if it is not."""
+    # Fast path for the form format_time writes, "YYYY-MM-DDTHH:MM:SS.mmmZ", in the
+    # same second as the previous such time (events arrive roughly in time order).
+    if (type(text) is str and len(text) == 24 and text[:19] == _parsed_second[0]
+            and text[19] == "." and text[23] == "Z"):
+        millis = text[20:23]
+        if millis.isascii() and millis.isdigit():
+            second_ms: int = _parsed_second[1]
+            return second_ms + int(millis)
     try:
         moment = datetime.fromisoformat(text)
     except (TypeError, ValueError):
@@ -62,7 +73,10 @@ def parse_time(text: str) -> int:
     if moment.tzinfo is None:
         raise InvalidEvent(f"time {text!r} has no UTC offset; add 'Z' or '+00:00'")
     # round(): a float timestamp times 1000 can land a hair under the exact millisecond.
-    return round(moment.timestamp() * 1000)
+    time_ms = round(moment.timestamp() * 1000)
+    if len(text) == 24 and text[19] == "." and text[23] == "Z":
+        _parsed_second[0], _parsed_second[1] = text[:19], time_ms - time_ms % 1000
+    return time_ms
 
 
 def format_time(time_ms: int) -> str:

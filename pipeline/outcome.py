@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
@@ -15,8 +15,7 @@ __all__ = ["StateChange", "Outgoing", "TimerWrite", "Outcome", "Status"]
 Status = Literal["applied", "duplicate", "stale", "rearmed", "expired"]
 
 
-@dataclass(frozen=True, slots=True)
-class StateChange:
+class StateChange(NamedTuple):
     """Published to ``<app>.state-changes`` (key = tenant) once per applied event.
 
     ``seq`` is the instance's sequence number after the event: 1, 2, 3 ... with no gaps.
@@ -69,8 +68,7 @@ class TimerWrite:
     timer: Timer | None
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """The result of :func:`pipeline.step.step`.
 
     ``record`` is what to store (None with ``expired``: delete; None with ``duplicate``

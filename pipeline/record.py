@@ -8,14 +8,16 @@ its armed timers. The pure core builds new records; ``tables/`` stores their byt
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import orjson
 
 from pipeline.errors import GarrisonError
 
-__all__ = ["Record", "Timer", "dump_record", "load_record"]
+__all__ = ["NO_TIMERS", "Record", "Timer", "dump_record", "load_record"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,9 +30,15 @@ class Timer:
     data: Any = None
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """The durable record of one instance. ``seq`` counts applied events (1, 2, ...)."""
+NO_TIMERS: Mapping[str, Timer] = MappingProxyType({})
+
+
+class Record(NamedTuple):
+    """The durable record of one instance. ``seq`` counts applied events (1, 2, ...).
+
+    Immutable (a NamedTuple: built per event, see :class:`pipeline.envelope.Event`);
+    ``timers`` is never changed in place, a new record gets a new mapping.
+    """
 
     state: Any
     seq: int
@@ -39,7 +47,7 @@ class Record:
     updated_ms: int
     expires_ms: int | None = None
     recent: tuple[str, ...] = ()
-    timers: dict[str, Timer] = field(default_factory=dict)
+    timers: Mapping[str, Timer] = NO_TIMERS
 
 
 _FORMAT = 1
@@ -61,4 +69,4 @@ def load_record(raw: bytes) -> Record:
     if fmt != _FORMAT:
         raise GarrisonError(f"stored record has format {fmt}; this garrison reads {_FORMAT}")
     return Record(state, seq, version, created, updated, expires, tuple(recent),
-                  {n: Timer(*t) for n, t in timers.items()})
+                  {n: Timer(*t) for n, t in timers.items()} if timers else NO_TIMERS)

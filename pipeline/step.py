@@ -15,6 +15,7 @@ e.g. cancelled or re-armed while the firing was in flight). TTL is a system time
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
 from pipeline.effect import CancelTimer, Effect, Emit, SetTimer
@@ -22,7 +23,7 @@ from pipeline.envelope import Event
 from pipeline.errors import ReducerFailed, Rejected
 from pipeline.machine import Behaviour
 from pipeline.outcome import Outcome, Outgoing, StateChange, TimerWrite
-from pipeline.record import Record, Timer
+from pipeline.record import NO_TIMERS, Record, Timer
 from pipeline.registry import Registry
 
 __all__ = ["step", "fold", "TTL_TIMER", "EXPIRED_EVENT", "timer_event_id", "timer_firing"]
@@ -59,13 +60,13 @@ def _fire(registry: Registry, record: Record | None, event: Event, keep_ids: int
     if record is None or armed is None or armed.due_ms != event.time_ms:
         return Outcome("stale", reason=f"timer {name!r} due {event.time_ms} is not armed")
     if name != TTL_TIMER:
-        fired = replace(event, type=armed.event_type, data=armed.data)
+        fired = event._replace(type=armed.event_type, data=armed.data)
         return _apply(registry, record, fired, keep_ids, fired=(name, armed))
     if record.expires_ms is not None and record.expires_ms > event.time_ms:
         # Touched since the TTL timer was armed: move it to the current expiry.
         later = Timer(record.expires_ms, 0, EXPIRED_EVENT)
         timers = {**record.timers, TTL_TIMER: later}
-        return Outcome("rearmed", record=replace(record, timers=timers),
+        return Outcome("rearmed", record=record._replace(timers=timers),
                        timers=(TimerWrite(TTL_TIMER, armed.due_ms, later),))
     writes = tuple(TimerWrite(n, t.due_ms, None) for n, t in record.timers.items())
     change = StateChange(event.tenant, event.machine, event.instance, record.seq + 1,
@@ -80,7 +81,8 @@ def _apply(registry: Registry, record: Record | None, event: Event, keep_ids: in
     if record is None:
         behaviour = registry.latest(event.machine)
         state, effects = behaviour.start(event)
-        prev, seq, created, timers = None, 1, event.time_ms, {}
+        prev, seq, created = None, 1, event.time_ms
+        timers: Mapping[str, Timer] = NO_TIMERS
     else:
         try:
             behaviour, current = registry.for_instance(event.machine, record.version,
@@ -93,37 +95,42 @@ def _apply(registry: Registry, record: Record | None, event: Event, keep_ids: in
                                 event_type=event.type) from exc
         state, effects = behaviour.apply(current, event)
         prev, seq, created = record.state, record.seq + 1, record.created_ms
-        timers = dict(record.timers)
+        timers = record.timers  # copied below only if something changes them
 
     writes: list[TimerWrite] = []
-    if fired is not None:
-        name, armed = fired
-        # A firing consumes the timer; a periodic one is re-armed one period on.
-        # Effects below may still cancel or replace it.
-        timers.pop(name, None)
-        nxt = (replace(armed, due_ms=armed.due_ms + armed.every_ms)
-               if armed.every_ms > 0 else None)
-        if nxt is not None:
-            timers[name] = nxt
-        writes.append(TimerWrite(name, armed.due_ms, nxt))
-
-    emitted = _effects(effects, event, timers, writes)
-
-    expires = None
-    if behaviour.ttl_ms is not None:
-        expires = event.time_ms + behaviour.ttl_ms
-        if TTL_TIMER not in timers:
-            ttl = Timer(expires, 0, EXPIRED_EVENT)
-            timers[TTL_TIMER] = ttl
+    emitted: tuple[Outgoing, ...] = ()
+    ttl_ms = behaviour.ttl_ms
+    if fired is not None or effects or (ttl_ms is not None and TTL_TIMER not in timers):
+        changed = dict(timers)  # the common event touches no timer and copies nothing
+        if fired is not None:
+            name, armed = fired
+            # A firing consumes the timer; a periodic one is re-armed one period on.
+            # Effects below may still cancel or replace it.
+            changed.pop(name, None)
+            nxt = (replace(armed, due_ms=armed.due_ms + armed.every_ms)
+                   if armed.every_ms > 0 else None)
+            if nxt is not None:
+                changed[name] = nxt
+            writes.append(TimerWrite(name, armed.due_ms, nxt))
+        if effects:
+            emitted = _effects(effects, event, changed, writes)
+        if ttl_ms is not None and TTL_TIMER not in changed:
+            ttl = Timer(event.time_ms + ttl_ms, 0, EXPIRED_EVENT)
+            changed[TTL_TIMER] = ttl
             writes.append(TimerWrite(TTL_TIMER, None, ttl))
+        timers = changed
+    expires = None if ttl_ms is None else event.time_ms + ttl_ms
 
-    recent = (record.recent if record is not None else ()) + (event.id,)
-    if len(recent) > keep_ids:
-        recent = recent[-keep_ids:]
+    if record is None:
+        recent: tuple[str, ...] = (event.id,)
+    else:
+        recent = record.recent + (event.id,)
+        if len(recent) > keep_ids:
+            recent = recent[-keep_ids:]
     new = Record(state, seq, behaviour.version, created, event.time_ms, expires, recent, timers)
     change = StateChange(event.tenant, event.machine, event.instance, seq, behaviour.version,
                          event.id, event.type, event.time_ms, prev, state)
-    return Outcome("applied", new, change, emitted, _squash(writes))
+    return Outcome("applied", new, change, emitted, _squash(writes) if writes else ())
 
 
 def _effects(effects: tuple[Effect, ...], event: Event, timers: dict[str, Timer],

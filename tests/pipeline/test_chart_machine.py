@@ -26,6 +26,7 @@ from pipeline import (
     step,
 )
 from pipeline.chart_machine import service_topics
+from pipeline.outcome import StateChange
 from pipeline.record import Record
 from pipeline.statechart import Chart, emit
 from pipeline.step import TTL_TIMER, timer_event_id
@@ -445,5 +446,5 @@ def test_replay_through_step_is_deterministic(ops: list[tuple[str, int]]) -> Non
     first = _replay(ops)
     assert first == _replay(ops)
     record, changes, _ = first
-    applied = [c for c in changes if c is not None and not isinstance(c, tuple)]
+    applied = [c for c in changes if c is not None and isinstance(c, StateChange)]
     assert [c.seq for c in applied] == list(range(2, record.seq + 1))

@@ -72,3 +72,24 @@ def test_unencodable_data_is_a_typed_error() -> None:
     ev = Event("i", "t", "s", "a", "m", "x", 0, {"n": 2**70})
     with pytest.raises(InvalidEvent, match="cannot be sent as JSON"):
         encode_event(ev)
+
+
+@given(st.lists(st.integers(-2_000_000_000_000, 4_000_000_000_000), min_size=1, max_size=20),
+       st.data())
+def test_parse_time_fast_path_agrees_with_the_full_parse(times: list[int],
+                                                        data: st.DataObject) -> None:
+    # parse_time remembers the last second it parsed; times in that second take a fast
+    # path. Neighbours in the same second, other seconds and other forms must all agree.
+    from datetime import UTC, datetime
+
+    from pipeline.envelope import format_time, parse_time
+
+    for t in times:
+        for ms in (t, t - t % 1000 + data.draw(st.integers(0, 999))):
+            text = format_time(ms)
+            assert parse_time(text) == ms
+            slow = round(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
+            assert slow == ms
+    assert parse_time("2026-01-31T12:00:00.5+01:00") == 1_769_857_200_500
+    with pytest.raises(InvalidEvent):
+        parse_time(format_time(times[0])[:20] + "1x2Z")

@@ -279,3 +279,28 @@ def test_fold_matches_step_by_step() -> None:
     assert rec.state["total"] == 10
     assert len(changes) == 5
     assert Counter.model_validate(rec.state).count == 5
+
+
+def test_a_stored_state_the_model_refuses_is_rejected_not_raised() -> None:
+    # The model changed without a new version: the stored state no longer fits. The
+    # event is rejected (it goes to the dead-letter topic); the worker carries on.
+    rec = step(REG, None, event(id="a")).record
+    assert rec is not None
+    broken = rec._replace(state={"count": "many", "total": 0, "last": ""})
+    with pytest.raises(InvalidState, match="stored state of 'counter' v1 does not fit "
+                                           "Counter.*register a migration") as info:
+        step(REG, broken, event(id="b"))
+    assert info.value.stage == "state"
+
+
+def test_records_never_share_a_timer_mapping() -> None:
+    # Records are immutable values: arming a timer builds a new mapping, and a record
+    # without timers holds the shared read-only empty one.
+    plain = step(REG, None, event(id="a")).record
+    assert plain is not None
+    with pytest.raises(TypeError):
+        plain.timers["x"] = None  # type: ignore[index]
+    armed = step(REG, plain, event("counter.alarm", {"seconds": 5}, id="b")).record
+    assert armed is not None
+    assert "alarm" in armed.timers
+    assert dict(plain.timers) == {}
