@@ -11,7 +11,6 @@ default partitioner would.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -23,7 +22,14 @@ Headers = list[tuple[str, bytes]]
 
 
 class Outbox:
-    """Batch builders per (topic, partition) for one transaction of one lane."""
+    """Batch builders per (topic, partition) for one transaction of one lane.
+
+    :meth:`add` is synchronous and sends nothing (it runs once per record, where a
+    coroutine per call is a measurable cost, and a lane prepares its next batch while
+    the previous one's transaction is still open). A record for a topic whose partition
+    count is not known yet waits in :attr:`unrouted` for :meth:`route`; :meth:`flush`,
+    inside the batch's transaction, sends everything.
+    """
 
     def __init__(self, producer: AIOKafkaProducer, partition: int,
                  partition_counts: dict[str, int]) -> None:
@@ -32,7 +38,8 @@ class Outbox:
         self._counts = partition_counts
         self._local = partition_counts.get("", 0)  # the events topic's count
         self._builders: dict[tuple[str, int], Any] = {}
-        self._shipped: list[tuple[str, int, int, asyncio.Future[Any]]] = []
+        self._full: list[tuple[tuple[str, int], Any]] = []
+        self.unrouted: list[tuple[str, bytes | None, bytes | None, Headers | None]] = []
 
     def partition_for(self, topic: str, key: bytes | None) -> int:
         """The lane's partition when ``topic`` is laid out like the events topic."""
@@ -41,12 +48,13 @@ class Outbox:
             return self._partition
         return (murmur2(key) & 0x7FFFFFFF) % count
 
-    async def add(self, topic: str, key: bytes | None, value: bytes | None,
-                  headers: Headers | None = None, *, partition: int | None = None) -> None:
-        """Queue one record; ships the topic's batch when it is full."""
+    def add(self, topic: str, key: bytes | None, value: bytes | None,
+            headers: Headers | None = None, *, partition: int | None = None) -> None:
+        """Queue one record (to ``partition``, or routed by key like the producer)."""
         if partition is None:
             if topic not in self._counts:
-                self._counts[topic] = len(await self._producer.partitions_for(topic))
+                self.unrouted.append((topic, key, value, headers))
+                return
             partition = self.partition_for(topic, key)
         where = (topic, partition)
         headers = headers or []  # the record builder takes a list, never a tuple
@@ -54,28 +62,35 @@ class Outbox:
         if builder is None:
             builder = self._builders[where] = self._producer.create_batch()
         if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
-            await self._ship(where, builder)
+            self._full.append((where, builder))
             builder = self._builders[where] = self._producer.create_batch()
             if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
                 raise ValueError(f"a record for {topic} is larger than the producer's "
                                  "batch size; raise max_batch_size")
 
-    async def _ship(self, where: tuple[str, int], builder: Any) -> None:
-        count = builder.record_count()
-        if count:
-            future = await self._producer.send_batch(builder, where[0], partition=where[1])
-            self._shipped.append((where[0], where[1], count, future))
+    async def route(self) -> None:
+        """Look up the partition counts the unrouted records wait for, and queue them."""
+        unrouted, self.unrouted = self.unrouted, []
+        for topic, key, value, headers in unrouted:
+            if topic not in self._counts:
+                self._counts[topic] = len(await self._producer.partitions_for(topic))
+            self.add(topic, key, value, headers)
 
     async def flush(self) -> dict[tuple[str, int], int]:
-        """Ship every batch, wait until delivered; the last offset written per
-        (topic, partition)."""
-        for where, builder in self._builders.items():
-            await self._ship(where, builder)
-        self._builders.clear()
+        """Send every batch (call inside the transaction) and wait until delivered; the
+        last offset written per (topic, partition)."""
+        await self.route()
+        batches = [*self._full, *self._builders.items()]
+        self._full, self._builders = [], {}
+        shipped = []
+        for (topic, partition), builder in batches:
+            count = builder.record_count()
+            if count:
+                future = await self._producer.send_batch(builder, topic, partition=partition)
+                shipped.append((topic, partition, count, future))
         last: dict[tuple[str, int], int] = {}
-        for topic, partition, count, future in self._shipped:
+        for topic, partition, count, future in shipped:
             meta = await future
             last[(topic, partition)] = max(last.get((topic, partition), -1),
                                            meta.offset + count - 1)
-        self._shipped.clear()
         return last

@@ -9,7 +9,7 @@ here are the same bytes the changelog carries, so recovery restores them unchang
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from rocksdict import Rdict, WriteBatch
@@ -37,6 +37,12 @@ class PartitionStore:
         """One value, or None."""
         value = self.db(partition).get(key)
         return None if value is None else bytes(value)
+
+    def getter(self, partition: int) -> Callable[[bytes], bytes | None]:
+        """``get`` for many keys of one partition: the database's own lookup, bound
+        once (the store is raw-mode, so values are bytes already)."""
+        get: Callable[[bytes], bytes | None] = self.db(partition).get
+        return get
 
     def write(self, partition: int, writes: Mapping[bytes, bytes | None]) -> None:
         """Apply puts (bytes) and deletes (None) atomically."""
