@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     batch_wait_ms: int = Field(default=20, ge=0, description="max wait to fill a batch")
     dedupe_ids: int = Field(default=16, ge=1, description="recent event ids kept per instance")
     timer_tick_ms: int = Field(default=500, ge=10)
+    gc_threshold: int = Field(
+        default=50_000, ge=0,
+        description="worker: allocations between young-generation garbage collections "
+                    "(Python's default is 700); 0 leaves the collector as it is")
     session_timeout_s: float = Field(
         default=30.0, ge=3.0, le=300.0,
         description="how long a silent worker keeps its partitions before the group "
