@@ -71,9 +71,17 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     rocksdb: RocksDBSettings = RocksDBSettings()
     data_dir: Path = Path("var/garrison")
-    processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
     batch_size: int = Field(default=2000, ge=1, description="events taken per batch")
-    batch_wait_ms: int = Field(default=20, ge=0, description="max wait to fill a batch")
+    batch_wait_ms: int = Field(
+        default=5, ge=0,
+        description="how long a batch's first event waits for more before the batch's "
+                    "transaction starts, when the partition has none in flight (fewer, "
+                    "larger transactions at a low rate, for this much latency)")
+    offset_commit_interval_ms: int = Field(
+        default=1000, ge=0,
+        description="how often the consumer group's offsets are committed (within a "
+                    "transaction); exactness does not depend on it, the applied offset "
+                    "is kept with the state in every transaction")
     dedupe_ids: int = Field(default=16, ge=1, description="recent event ids kept per instance")
     timer_tick_ms: int = Field(default=500, ge=10)
     gc_threshold: int = Field(

@@ -13,7 +13,7 @@ from pipeline.envelope import encode_event
 from pipeline.outcome import Outcome
 from pipeline.record import Record, dump_record, load_record
 from pipeline.step import timer_firing
-from tables.keys import decode_key, timer_key
+from tables.keys import OFFSET_KEY, decode_key, timer_key
 from tables.store import PartitionStore
 
 __all__ = ["StateBatch"]
@@ -64,6 +64,11 @@ class StateBatch:
                 firing = timer_firing(*address, write.name, write.timer)
                 self.timer_writes[timer_key(write.timer.due_ms, key, write.name)] = (
                     encode_event(firing))
+
+    def applied_up_to(self, next_offset: int) -> None:
+        """Record, with the state, that the partition's events before ``next_offset``
+        are applied (so they are skipped if they are ever consumed again)."""
+        self.state_writes[OFFSET_KEY] = b"%d" % next_offset
 
     def __len__(self) -> int:
         return len(self.state_writes) + len(self.timer_writes)

@@ -12,8 +12,13 @@ from __future__ import annotations
 
 from pipeline.address import Address
 
-__all__ = ["encode_key", "decode_key", "tenant_prefix", "timer_key", "timer_key_due",
-           "decode_timer_key"]
+__all__ = ["OFFSET_KEY", "encode_key", "decode_key", "tenant_prefix", "timer_key",
+           "timer_key_due", "decode_timer_key"]
+
+# The state table's one key that is not an address: the events offset its partition's
+# records are applied up to. Every encoded address starts with a decimal digit, so a
+# zero byte can never collide with one (nor fall under a tenant prefix).
+OFFSET_KEY = b"\x00applied-offset"
 
 
 def _part(text: str) -> bytes:

@@ -217,3 +217,43 @@ async def test_durable_timers_fire_once_and_periodically_then_cancel(
     assert len(rang(records, "once")) == 1
     seqs = [c["seq"] for c in after if c["instance"] == "every"]
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+@pytest.mark.parametrize("wipe", [False, True], ids=["local-store", "restored"])
+async def test_a_restarted_worker_skips_what_it_applied_by_the_stored_offset(
+        wipe: bool, kafka_bootstrap: str, unique: Callable[[str], str], data_dir: Path,
+        tmp_path: Path) -> None:
+    # The group's offset is committed once (the first transaction) and the de-duplication
+    # window is one id: after a SIGKILL the worker consumes again from the group's offset,
+    # and only the offset kept with the state (in RocksDB, or restored from the
+    # changelog when the disk is wiped) keeps it from applying those events twice.
+    env = settings_env(kafka_bootstrap, unique("app"), data_dir,
+                       offset_commit_interval_ms="3600000", dedupe_ids="1")
+    app = env["GARRISON_APP"]
+    worker = WorkerProcess("tests.sample_app", env, tmp_path / "worker.log")
+
+    async def send(events: range) -> None:
+        await _produce(kafka_bootstrap, f"{app}.events",
+                       [(b"acme", encode_event(_event(i, "acme", "c1"))) for i in events])
+
+    worker.start()
+    try:
+        await send(range(300))
+        await read_topic(kafka_bootstrap, f"{app}.state-changes",
+                         until=lambda rs: len(rs) >= 300, timeout_s=90,
+                         alive=worker.alive, describe=worker.log_tail)
+        worker.kill()
+        if wipe:
+            shutil.rmtree(env["GARRISON_DATA_DIR"])
+        worker.start()
+        await send(range(300, 400))
+        await read_topic(kafka_bootstrap, f"{app}.state-changes",
+                         until=lambda rs: len(rs) >= 400, timeout_s=120,
+                         alive=worker.alive, describe=worker.log_tail)
+        await asyncio.sleep(3)  # anything applied twice would arrive by now
+        changes = await read_topic(kafka_bootstrap, f"{app}.state-changes",
+                                   until=lambda rs: len(rs) >= 400, timeout_s=30)
+    finally:
+        worker.stop()
+    seqs = [orjson.loads(rec.value)["seq"] for rec in changes]
+    assert seqs == list(range(1, 401)), f"{len(seqs)} state changes for 400 events"
