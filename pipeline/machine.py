@@ -29,13 +29,14 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from pipeline.effect import Effect, Next
+from pipeline.effect import Effect, Emit, Next
 from pipeline.envelope import Event
 from pipeline.errors import (
     ContractViolation,
     InvalidDefinition,
     InvalidState,
     ReducerFailed,
+    Rejected,
     UnknownEventType,
 )
 
@@ -100,6 +101,18 @@ def explain(exc: ValidationError) -> str:
         parts.append(f"{where}: {err['msg']}")
     more = len(exc.errors()) - 5
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def _validated(model: type[BaseModel], value: Any, error: type[Rejected], what: str, *,
+               hint: str = "", **context: Any) -> Any:
+    """``value`` validated by ``model``, or ``error`` saying what does not fit. Calls the
+    compiled validator directly: model_validate's wrapper is a measurable share of a
+    small model's cost, per event."""
+    try:
+        return model.__pydantic_validator__.validate_python(value)
+    except ValidationError as exc:
+        raise error(f"{what} does not fit {model.__name__}: {explain(exc)}{hint}",
+                    **context) from None
 
 
 def migration_registrar(migrations: dict[int, Migration], version: int, from_version: int,
@@ -256,31 +269,21 @@ class Machine(Generic[S]):
     def _incoming(self, event: Event, payload: type[BaseModel] | None) -> Incoming:
         data = event.data
         if payload is not None:
-            try:
-                # The compiled validator directly: model_validate's wrapper is a
-                # measurable share of a small payload's cost, per event.
-                data = payload.__pydantic_validator__.validate_python(data)
-            except ValidationError as exc:
-                raise ContractViolation(
-                    f"payload of {event.type!r} does not fit {payload.__name__}: "
-                    f"{explain(exc)}", event_type=event.type, data=event.data) from None
+            data = _validated(payload, data, ContractViolation, f"payload of {event.type!r}",
+                              event_type=event.type, data=event.data)
         return Incoming(event.id, event.type, event.tenant, event.machine, event.instance,
                         event.time_ms, data, event.parentid)
 
     def _run(self, reducer: Reducer, state: Any, incoming: Incoming
              ) -> tuple[Any, tuple[Effect, ...]]:
-        model = self._model
         current = state
-        if model is not None:
-            try:
-                current = model.__pydantic_validator__.validate_python(state)
-            except ValidationError as exc:
-                # A stored state the model refuses (its fields changed without a new
-                # version and a migration): dead-letter the event, keep the state.
-                raise InvalidState(
-                    f"stored state of {self.name!r} v{self.version} does not fit "
-                    f"{model.__name__}: {explain(exc)}; bump the version and register "
-                    "a migration", event_type=incoming.type, data=incoming.data) from None
+        if self._model is not None:
+            # A stored state the model refuses (its fields changed without a new version
+            # and a migration): dead-letter the event, keep the state.
+            current = _validated(self._model, state, InvalidState,
+                                 f"stored state of {self.name!r} v{self.version}",
+                                 hint="; bump the version and register a migration",
+                                 event_type=incoming.type, data=incoming.data)
         try:
             result = reducer(self.config, current, incoming)
         except Exception as exc:  # noqa: BLE001 - user code: report, never crash
@@ -295,15 +298,8 @@ class Machine(Generic[S]):
         return self._dump(result, f"state returned for {incoming.type!r}"), effects
 
     def _check_emit(self, effect: Effect) -> None:
-        contract = self.emits.get(getattr(effect, "type", ""))
-        if contract is None or type(effect).__name__ != "Emit":
-            return
-        try:
-            contract.model_validate(effect.data)  # type: ignore[union-attr]
-        except ValidationError as exc:
-            raise ContractViolation(
-                f"emitted {effect.type!r} does not fit {contract.__name__}: "  # type: ignore[union-attr]
-                f"{explain(exc)}") from None
+        if isinstance(effect, Emit) and (contract := self.emits.get(effect.type)):
+            _validated(contract, effect.data, ContractViolation, f"emitted {effect.type!r}")
 
     def _dump(self, value: Any, what: str) -> Any:
         model = self._model
