@@ -64,7 +64,7 @@ class DispatchStats:
 
     applied: int = 0
     duplicates: int = 0
-    replayed: int = 0  # records consumed again after a rebalance, skipped by offset
+    replayed: int = 0  # records consumed again below the applied offset, skipped
     stale: int = 0
     expired: int = 0
     dead_letters: int = 0
@@ -88,7 +88,6 @@ class _Lane:
         self.task: asyncio.Task[None] | None = None
         self.closed = False
         self.counts: dict[str, int] = {}  # partitions per topic; "" = the events topic
-        self.last: StateBatch | None = None  # the batch committing, if any
         self.resume = -1  # records before this offset are applied already
         self.offsets_at = float("-inf")  # loop time the group's offsets were last sent
 
@@ -124,38 +123,38 @@ class _Lane:
         s = self.d.settings
         size, linger = s.batch_size, s.batch_wait_ms / 1000
         loop = asyncio.get_running_loop()
-        committing: asyncio.Task[bool] | None = None
-        current: _Prepared | None = None
+        committing: asyncio.Task[bool] | None = None  # the transaction in flight
+        parent: StateBatch | None = None  # its batch
+        current: _Prepared | None = None  # the batch being applied
         try:
             while True:
-                if current is not None and current.count >= size and committing is not None:
-                    await asyncio.wait({committing})  # full: no more until it is sent
-                busy = committing is not None and not committing.done()
-                chunk: Sequence[Any] | None
-                if current is not None and not busy:
-                    left = current.opened + linger - loop.time()
-                    if left <= 0 or current.count >= size:
-                        if committing is not None and not committing.result():
-                            return  # it failed: the worker is stopping
-                        current.batch.parent = None  # the parent is in RocksDB now
-                        if self.closed:
-                            return
-                        self.last = current.batch
-                        committing = asyncio.create_task(self._commit(current))
-                        current = None
-                        continue
-                    chunk = await self._next(None, timeout=left)
-                else:
-                    chunk = await self._next(committing if current is not None else None)
-                if chunk is None:
-                    continue  # the transaction finished, or the linger passed
-                room = size - (0 if current is None else current.count)
-                if len(chunk) > room:
-                    chunk, self.spill = chunk[:room], chunk[room:]
+                in_flight = None if committing is None or committing.done() else committing
                 if current is None:
-                    busy = committing is not None and not committing.done()
-                    current = await self._open(self.last if busy else None, loop.time())
-                await self._prepare(current, chunk)
+                    chunk = await self._next()
+                    current = await self._open(None if in_flight is None else parent, loop.time())
+                elif in_flight is not None:
+                    if current.count >= size:  # full: no more until it is sent
+                        await asyncio.wait({in_flight})
+                        continue
+                    chunk = await self._next(until=in_flight)
+                elif current.count < size and (left := current.opened + linger
+                                               - loop.time()) > 0:
+                    chunk = await self._next(timeout=left)
+                else:
+                    if committing is not None and not committing.result():
+                        return  # it failed: the worker is stopping
+                    if self.closed:
+                        return
+                    current.batch.parent = None  # the parent is in RocksDB now
+                    parent = current.batch
+                    committing = asyncio.create_task(self._commit(current))
+                    current = None
+                    continue
+                if chunk is not None:  # None: the transaction finished or the linger passed
+                    room = size - current.count
+                    if len(chunk) > room:
+                        chunk, self.spill = chunk[:room], chunk[room:]
+                    await self._prepare(current, chunk)
         except asyncio.CancelledError:
             if committing is not None:
                 committing.cancel()
@@ -168,20 +167,20 @@ class _Lane:
             log.exception("dispatch of partition %d failed; stopping", self.partition)
             self.d.fail()
 
-    async def _next(self, commit: asyncio.Task[bool] | None, timeout: float | None = None
-                    ) -> Sequence[Any] | None:
-        """The next fetched chunk; None if ``commit`` finishes or ``timeout`` passes first.
+    async def _next(self, *, until: asyncio.Task[bool] | None = None,
+                    timeout: float | None = None) -> Sequence[Any] | None:
+        """The next fetched chunk; None if ``until`` finishes or ``timeout`` passes first.
         (A cancelled ``Queue.get`` leaves its item in the queue: nothing is lost.)"""
         if self.spill:
             chunk, self.spill = self.spill, ()
             return chunk
         if not self.inbox.empty():
             return self._took(self.inbox.get_nowait())
-        if commit is None and timeout is None:
+        if until is None and timeout is None:
             return self._took(await self.inbox.get())
         getter = asyncio.ensure_future(self.inbox.get())
         try:
-            waits: set[asyncio.Future[Any]] = {getter} if commit is None else {getter, commit}
+            waits: set[asyncio.Future[Any]] = {getter} if until is None else {getter, until}
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             return self._took(getter.result()) if getter.done() else None
         finally:

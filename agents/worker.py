@@ -14,7 +14,7 @@ from pipeline.chart_machine import service_topics
 from pipeline.registry import Registry
 from pipeline.settings import Settings
 
-__all__ = ["run_worker", "tune_gc"]
+__all__ = ["run_worker"]
 
 
 class _Worker(faust.Worker):  # type: ignore[misc]
@@ -29,10 +29,10 @@ class _Worker(faust.Worker):  # type: ignore[misc]
         await super().on_startup_finished()
         threshold = self.app.settings.gc_threshold
         if threshold:
-            tune_gc(threshold)
+            _tune_gc(threshold)
 
 
-def tune_gc(threshold: int) -> None:
+def _tune_gc(threshold: int) -> None:
     """Garbage collection for a long-running worker.
 
     Every event allocates a few dicts and tuples that die young; with Python's default
