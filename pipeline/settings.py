@@ -35,10 +35,14 @@ class RocksDBSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    write_buffer_size: int = 64 * 1024 * 1024
+    write_buffer_size: int = 32 * 1024 * 1024
     max_write_buffer_number: int = 3
     block_cache_size: int = 128 * 1024 * 1024
     max_open_files: int = 512
+    bloom_bits_per_key: int = Field(default=10, ge=1, description="SST bloom filter size")
+    memtable_bloom_ratio: float = Field(
+        default=0.1, ge=0, le=0.25,
+        description="share of each memtable given to a whole-key bloom filter; 0: none")
 
 
 class Topics(BaseModel):

@@ -1,0 +1,54 @@
+"""The RocksDB options of the state tables reach the databases Faust opens.
+
+``tables.store`` swaps the options object of Faust's store for one that adds a whole-key
+bloom filter to the memtables. Faust builds its own options object in the store's
+constructor and opens each partition's database from whatever is on the store then; if
+a Faust release moved that, this fails instead of lookups silently losing the filter.
+No broker is needed: the app is built, not started.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agents.app import create_app
+from pipeline.registry import Registry
+from pipeline.settings import RocksDBSettings, Settings
+from tables.store import PartitionStore
+
+
+def _app(tmp_path: Path, **rocksdb: object):  # type: ignore[no-untyped-def]
+    settings = Settings(app="storetest", data_dir=tmp_path,
+                        rocksdb=RocksDBSettings(**rocksdb), web_enabled=False)
+    return create_app(settings, Registry())
+
+
+def test_settings_reach_the_options_faust_opens_databases_with(tmp_path: Path) -> None:
+    app = _app(tmp_path, memtable_bloom_ratio=0.05, bloom_bits_per_key=12,
+               write_buffer_size=8 << 20, max_write_buffer_number=2,
+               block_cache_size=16 << 20, max_open_files=99)
+    for store in (app.state_store, app.timer_store):
+        options = store._table.data.rocksdb_options  # noqa: SLF001 - what Faust opens with
+        assert options.memtable_bloom_ratio == 0.05
+        assert options.bloom_filter_size == 12
+        assert options.write_buffer_size == 8 << 20
+        assert options.max_write_buffer_number == 2
+        assert options.block_cache_size == 16 << 20
+        assert options.max_open_files == 99
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.0])
+def test_a_database_with_the_memtable_filter_reads_back_what_was_written(
+        tmp_path: Path, ratio: float) -> None:
+    store: PartitionStore = _app(tmp_path, memtable_bloom_ratio=ratio).state_store
+    keys = [b"t%d\x00m\x00i%d" % (n % 7, n) for n in range(2000)]
+    store.write(1, {key: b"v" + key for key in keys[:1000]})
+    get = store.getter(1)
+    assert all(get(key) == b"v" + key for key in keys[:1000])
+    assert all(get(key) is None for key in keys[1000:])  # absent keys: the filter's case
+    store.write(1, {keys[0]: None})
+    assert store.get(1, keys[0]) is None
+    assert list(store.scan_prefix(1, b"t1\x00")) == sorted(
+        (key, b"v" + key) for key in keys[:1000] if key.startswith(b"t1\x00"))
