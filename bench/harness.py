@@ -288,7 +288,8 @@ async def _garrison_extras(
                 flush=True,
             )
             report.latencies[share] = await measure_latency(
-                run.bootstrap, run.app, workload, run.partitions, rate=rate, seconds=s["latency_s"]
+                run.bootstrap, run.app, workload, run.partitions, rate=rate,
+                seconds=s["latency_s"], cpu_seconds=worker.cpu_seconds
             )
     if "restore" in args.parts:
         print(

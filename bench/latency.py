@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,9 @@ class Latency:
     p50_ms: float | None
     p99_ms: float | None
     max_ms: float | None
+    # CPU time of the worker process over the measured sending (after the warm-up), as
+    # a share of one core; None when not asked for.
+    worker_cpu: float | None = None
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:
@@ -55,9 +59,11 @@ async def measure_latency(
     rate: float,
     seconds: float,
     warmup_s: float = 2.0,
+    cpu_seconds: Callable[[], float | None] | None = None,
 ) -> Latency:
     """Produce ``rate`` events/s for ``seconds`` to ``<app>.events`` and time each one's
-    state change on ``<app>.state-changes``."""
+    state change on ``<app>.state-changes``. With ``cpu_seconds`` (the worker's CPU
+    time so far), also the worker's CPU share while the measured events went out."""
     topic = f"{app}.state-changes"
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -99,10 +105,14 @@ async def measure_latency(
     reader = asyncio.create_task(collect())
     events_topic = f"{app}.events"
     where: dict[bytes, int] = {}
+    cpu_from: tuple[float, float | None] | None = None  # (monotonic, CPU seconds)
+    worker_cpu = None
     try:
         began = time.monotonic()
         slots = workload.slots
         while (elapsed := time.monotonic() - began) < seconds:
+            if cpu_seconds is not None and cpu_from is None and elapsed >= warmup_s:
+                cpu_from = (time.monotonic(), cpu_seconds())
             due = int(rate * elapsed)
             now_ms = int(time.time() * 1000)
             # What is due goes out as one batch per partition: a send() per record would
@@ -127,6 +137,10 @@ async def measure_latency(
             for partition, batch in batches.items():
                 await producer.send_batch(batch, events_topic, partition=partition)
             await asyncio.sleep(_TICK_S)
+        if cpu_seconds is not None and cpu_from is not None:
+            used, since = cpu_seconds(), cpu_from[1]
+            if used is not None and since is not None:
+                worker_cpu = (used - since) / (time.monotonic() - cpu_from[0])
         await producer.flush()
         sending = False
         try:
@@ -149,4 +163,5 @@ async def measure_latency(
         _percentile(latencies, 0.50),
         _percentile(latencies, 0.99),
         latencies[-1] if latencies else None,
+        worker_cpu,
     )

@@ -102,6 +102,8 @@ class Report:
                 out[f"{prefix}_p50_ms"] = round(lat.p50_ms, 1)
                 out[f"{prefix}_p99_ms"] = round(lat.p99_ms, 1)
                 out[f"{prefix.replace('_rate', '')}_rate_events_per_s"] = round(lat.rate, 1)
+                if lat.worker_cpu is not None:
+                    out[f"{prefix}_worker_cpu"] = round(lat.worker_cpu, 2)
         out.update({k: round(v, 3) for k, v in self.statechart.items()})
         if self.restore is not None:
             size = self.params["instances_total"]
@@ -182,6 +184,8 @@ class Report:
                 f"{lat.warmup_s:.0f} s left out): p50 {_num(lat.p50_ms, 1)} ms, p99 "
                 f"{_num(lat.p99_ms, 1)} ms, max {_num(lat.max_ms, 1)} ms "
                 f"({lat.received:,}/{lat.sent:,} state changes seen)"
+                + ("" if lat.worker_cpu is None else
+                   f"; the worker used {lat.worker_cpu:.0%} of a core")
             )
         sc = self.statechart
         if sc:

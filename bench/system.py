@@ -114,6 +114,17 @@ class Process:
             return None
         return None
 
+    def cpu_seconds(self) -> float | None:
+        """User and system CPU time the process has used so far, or None once it ended."""
+        if not self.alive():
+            return None
+        assert self.proc is not None
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def log_tail(self, lines: int = 15) -> str:
         """The end of its log."""
         try:
