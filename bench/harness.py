@@ -45,6 +45,7 @@ PARTS = (
     "quixstreams",
     "kafka_streams",
     "statechart",
+    "transactions",
 )
 QUICK = {
     "tenants": 200,
@@ -54,6 +55,7 @@ QUICK = {
     "latency_s": 10.0,
     "timeout_s": 60.0,
     "statechart_s": 1.5,
+    "transactions_s": 3.0,
 }
 FULL = {
     "tenants": 1000,
@@ -63,6 +65,7 @@ FULL = {
     "latency_s": 20.0,
     "timeout_s": 120.0,
     "statechart_s": 3.0,
+    "transactions_s": 5.0,
 }
 
 
@@ -154,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"broker: {where} at {bootstrap} ({time.monotonic() - t:.1f} s)", flush=True)
         app = f"bench-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:4]}"
         run = Run(bootstrap, app, args.partitions, work, RESULTS)
-        report = asyncio.run(_bench(args, s, run, unable))
+        broker_pid = kafka.status().pid if kafka is not None else None
+        report = asyncio.run(_bench(args, s, run, unable, broker_pid))
     finally:
         for proc in run.processes if run is not None else []:
             proc.stop()
@@ -183,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _bench(
-    args: argparse.Namespace, s: dict[str, Any], run: Run, unable: dict[str, str]
+    args: argparse.Namespace,
+    s: dict[str, Any],
+    run: Run,
+    unable: dict[str, str],
+    broker_pid: int | None,
 ) -> Report:
     workload = Workload(s["tenants"], s["instances"], s["events"])
     params = {
@@ -251,6 +259,14 @@ async def _bench(
         from bench.statechart import measure
 
         report.statechart = await asyncio.to_thread(measure, s["statechart_s"])
+    if "transactions" in args.parts:
+        from bench.transactions import measure_transactions
+
+        print(f"transactions: {s['transactions_s']:.0f} s each way ...", flush=True)
+        report.transactions = await measure_transactions(
+            run.bootstrap, run.app, lanes=run.partitions, records=50,
+            seconds=s["transactions_s"], broker_pid=broker_pid,
+        )
     if "quixstreams" in report.skipped or "kafka_streams" in report.skipped:
         report.notes.append("skipped systems have no figure in the results file")
     print()

@@ -82,6 +82,7 @@ class Report:
     latencies: dict[int, Latency] = field(default_factory=dict)  # by 1/share of the rate
     restore: Restore | None = None
     statechart: dict[str, float] = field(default_factory=dict)
+    transactions: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def rate(self, name: str) -> float | None:
@@ -105,6 +106,7 @@ class Report:
                 if lat.worker_cpu is not None:
                     out[f"{prefix}_worker_cpu"] = round(lat.worker_cpu, 2)
         out.update({k: round(v, 3) for k, v in self.statechart.items()})
+        out.update({k: round(v, 3) for k, v in self.transactions.items()})
         if self.restore is not None:
             size = self.params["instances_total"]
             tag = "1m" if size == 1_000_000 else str(size)
@@ -198,6 +200,22 @@ class Report:
                     f"; python-statemachine {sc['python_statemachine_sends_per_s']:,.0f}"
                     f" sends/s (x{sc['statechart_vs_python_statemachine']:.1f})"
                 )
+            out.append(line)
+        tx = self.transactions
+        if tx:
+            def way(name: str) -> str:
+                broker = tx.get(f"{name}_broker_cpu_ms_per_batch")
+                return (f"{tx[f'{name}_batches_per_s']:,.0f} batches/s, "
+                        f"{tx[f'{name}_client_cpu_ms_per_batch']:.2f} ms client CPU"
+                        + ("" if broker is None else f" + {broker:.2f} ms broker CPU")
+                        + " each")
+
+            line = (f"transactions ({tx['txn_lanes']:.0f} lanes, batches of "
+                    f"{tx['txn_records_per_batch']:.0f} records): in a transaction "
+                    f"{way('txn')}; idempotent, no transaction {way('plain')}; CPU per "
+                    f"batch x{tx['txn_vs_plain_client_cpu']:.2f} client")
+            if "txn_vs_plain_broker_cpu" in tx:
+                line += f", x{tx['txn_vs_plain_broker_cpu']:.2f} broker"
             out.append(line)
         r = self.restore
         if r is not None:
