@@ -19,12 +19,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ROOT", "Process", "Run", "System", "SYSTEMS", "free_port"]
+__all__ = ["ROOT", "Process", "Run", "System", "SYSTEMS", "cpu_seconds", "free_port"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINES = ROOT / "bench" / "baselines"
 KSTREAMS = BASELINES / "kstreams"
 KSTREAMS_JAR = KSTREAMS / "target" / "kstreams-baseline.jar"
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User and system CPU time process ``pid`` has used so far (None if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -119,11 +128,7 @@ class Process:
         if not self.alive():
             return None
         assert self.proc is not None
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def log_tail(self, lines: int = 15) -> str:
         """The end of its log."""

@@ -20,32 +20,20 @@ broker is local, of the broker's process.
 from __future__ import annotations
 
 import asyncio
-import os
+import functools
 import time
 import uuid
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
 import agents.dispatch  # noqa: F401 - tunes aiokafka's transaction retries, as in the worker
+from bench.system import cpu_seconds
 from bench.topic import create_topics
 
 __all__ = ["measure_transactions"]
 
 _VALUE = b'{"tenant":"t1","machine":"counter","instance":"i1","seq":2,"state":{"n":2}}'
-
-
-def _process_cpu(pid: int) -> Callable[[], float | None]:
-    def read() -> float | None:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    return read
 
 
 async def _lane(bootstrap: str, topics: list[str], partition: int, records: int,
@@ -81,7 +69,7 @@ async def measure_transactions(bootstrap: str, prefix: str, *, lanes: int, recor
     """Figures of both ways (``txn_*``, ``plain_*``) and their ratios."""
     topics = [f"{prefix}.txn-bench-state-changes", f"{prefix}.txn-bench-changelog"]
     await create_topics(bootstrap, topics, lanes)
-    broker_cpu = None if broker_pid is None else _process_cpu(broker_pid)
+    broker_cpu = None if broker_pid is None else functools.partial(cpu_seconds, broker_pid)
     # Unmeasured first, both ways: a broker started moments ago (--only transactions)
     # is still compiling its hot paths, and would be charged for it.
     for transactional in (False, True):
