@@ -162,27 +162,16 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
     )
     app.settings = settings
     app.registry = registry
-    rocksdb = settings.rocksdb
-
-    def options() -> dict[str, Any]:
-        # A table's options are its store's RocksDB options (Faust has no app-wide
-        # setting for them). A fresh dict each: the store pops keys out of it.
-        return {"write_buffer_size": rocksdb.write_buffer_size,
-                "max_write_buffer_number": rocksdb.max_write_buffer_number,
-                "block_cache_size": rocksdb.block_cache_size,
-                "max_open_files": rocksdb.max_open_files,
-                "bloom_filter_size": rocksdb.bloom_bits_per_key}
-
     state = app.Table("state", key_type=bytes, value_type=bytes, partitions=partitions,
-                      options=options(), help="instance records by (tenant, machine, instance)")
+                      help="instance records by (tenant, machine, instance)")
     timers = app.Table("timers", key_type=bytes, value_type=bytes, partitions=partitions,
-                       options=options(), help="timer index: due time, instance, name")
+                       help="timer index: due time, instance, name")
     for table in (state, timers):
         # Keys and values are our own bytes (tables.keys, pipeline.record); "raw" also
         # makes Faust's request router hash a tenant key as the producers' partitioner does.
         table.key_serializer = table.value_serializer = "raw"
-    app.state_store = PartitionStore(state, rocksdb.memtable_bloom_ratio)
-    app.timer_store = PartitionStore(timers, rocksdb.memtable_bloom_ratio)
+    app.state_store = PartitionStore(state, settings.rocksdb)
+    app.timer_store = PartitionStore(timers, settings.rocksdb)
     app.dispatcher = Dispatcher(settings, registry, app.state_store, app.timer_store,
                                 group_id=settings.app)
     @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
