@@ -105,14 +105,15 @@ async def measure_latency(
     reader = asyncio.create_task(collect())
     events_topic = f"{app}.events"
     where: dict[bytes, int] = {}
-    cpu_from: tuple[float, float | None] | None = None  # (monotonic, CPU seconds)
+    cpu_from: tuple[float, float] | None = None  # (monotonic, the worker's CPU seconds)
     worker_cpu = None
     try:
         began = time.monotonic()
         slots = workload.slots
         while (elapsed := time.monotonic() - began) < seconds:
             if cpu_seconds is not None and cpu_from is None and elapsed >= warmup_s:
-                cpu_from = (time.monotonic(), cpu_seconds())
+                used = cpu_seconds()
+                cpu_from = None if used is None else (time.monotonic(), used)
             due = int(rate * elapsed)
             now_ms = int(time.time() * 1000)
             # What is due goes out as one batch per partition: a send() per record would
@@ -137,10 +138,8 @@ async def measure_latency(
             for partition, batch in batches.items():
                 await producer.send_batch(batch, events_topic, partition=partition)
             await asyncio.sleep(_TICK_S)
-        if cpu_seconds is not None and cpu_from is not None:
-            used, since = cpu_seconds(), cpu_from[1]
-            if used is not None and since is not None:
-                worker_cpu = (used - since) / (time.monotonic() - cpu_from[0])
+        if cpu_seconds is not None and cpu_from is not None and (used := cpu_seconds()) is not None:
+            worker_cpu = (used - cpu_from[1]) / (time.monotonic() - cpu_from[0])
         await producer.flush()
         sending = False
         try:

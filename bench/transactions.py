@@ -70,19 +70,21 @@ async def measure_transactions(bootstrap: str, prefix: str, *, lanes: int, recor
     topics = [f"{prefix}.txn-bench-state-changes", f"{prefix}.txn-bench-changelog"]
     await create_topics(bootstrap, topics, lanes)
     broker_cpu = None if broker_pid is None else functools.partial(cpu_seconds, broker_pid)
+
+    async def produce(transactional: bool, for_s: float) -> int:
+        until = time.monotonic() + for_s
+        counts = await asyncio.gather(*(
+            _lane(bootstrap, topics, p, records, transactional, until) for p in range(lanes)))
+        return sum(counts)
+
     # Unmeasured first, both ways: a broker started moments ago (--only transactions)
     # is still compiling its hot paths, and would be charged for it.
     for transactional in (False, True):
-        until = time.monotonic() + min(2.0, seconds / 2)
-        await asyncio.gather(*(
-            _lane(bootstrap, topics, p, records, transactional, until) for p in range(lanes)))
+        await produce(transactional, min(2.0, seconds / 2))
     out: dict[str, float] = {}
     for name, transactional in (("plain", False), ("txn", True)):
         client0, broker0 = time.process_time(), broker_cpu() if broker_cpu else None
-        until = time.monotonic() + seconds
-        counts = await asyncio.gather(*(
-            _lane(bootstrap, topics, p, records, transactional, until) for p in range(lanes)))
-        batches = sum(counts)
+        batches = await produce(transactional, seconds)
         client = time.process_time() - client0
         out[f"{name}_batches_per_s"] = batches / seconds
         out[f"{name}_client_cpu_ms_per_batch"] = 1000 * client / batches
