@@ -15,19 +15,20 @@ import time
 from typing import Any
 
 import faust
-import orjson
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from agents.dispatch import Dispatcher
-from pipeline.client import kafka_options
+from agents.kafka import kafka_options, partition_of
 from pipeline.errors import InvalidAddress
+from pipeline.record import load_record
 from pipeline.registry import Registry
 from pipeline.settings import Settings
+from tables import timers as timer_index
 from tables.changelog import last_data_offsets, restore
-from tables.keys import encode_key, tenant_prefix
+from tables.keys import decode_key, encode_key, tenant_prefix
 from tables.store import PartitionStore
 
 __all__ = ["GarrisonApp", "create_app"]
@@ -204,20 +205,19 @@ def _add_timer_delivery(app: GarrisonApp) -> None:
     @app.timer(interval=settings.timer_tick_ms / 1000.0)
     async def deliver_timers() -> None:
         now = int(time.time() * 1000)
-        stop = (now + 1).to_bytes(8, "big")
         partitions = _recovered_partitions(app)
         for gone in set(fired) - partitions:
             del fired[gone]  # after a rebalance, re-deliver what is still armed
         for partition in partitions:
             seen = fired.setdefault(partition, set())
             due_now = set()
-            for key, value in app.timer_store.scan(partition, b"", stop):
-                due_now.add(key)
-                if key in seen:
+            for entry in timer_index.due(app.timer_store, partition, now):
+                due_now.add(entry.key)
+                if entry.key in seen:
                     continue
-                await app.producer.send(settings.topics.events, value_tenant(value), value,
+                await app.producer.send(settings.topics.events, entry.tenant, entry.firing,
                                         partition, None, None)
-                seen.add(key)
+                seen.add(entry.key)
             seen &= due_now  # forget firings the dispatcher has consumed
 
 
@@ -231,18 +231,10 @@ def _recovered_partitions(app: GarrisonApp) -> set[int]:
     return {tp.partition for tp in app.consumer.assignment() if tp.topic == events}
 
 
-def value_tenant(value: bytes) -> bytes:
-    """The Kafka key (tenant) of an encoded timer firing."""
-    return str(orjson.loads(value)["tenant"]).encode()
-
-
 def _add_query_api(app: GarrisonApp) -> None:
     """``GET /state/{tenant}/{machine}/{instance}`` and ``GET /state/{tenant}``, served
     by the worker that owns the tenant's partition (Faust routes the request there)."""
     from faust import web
-
-    from pipeline.record import load_record
-    from tables.keys import decode_key
 
     state_table = app.tables["state"]
 
@@ -280,7 +272,5 @@ def _add_query_api(app: GarrisonApp) -> None:
 
 
 def _partition(app: GarrisonApp, tenant: str) -> int:
-    """The partition of ``tenant``'s events: the default (murmur2) partitioner on its key."""
-    from aiokafka.partitioner import murmur2
-
-    return (murmur2(tenant.encode()) & 0x7FFFFFFF) % app.settings.kafka.partitions
+    """The partition of ``tenant``'s events."""
+    return partition_of(tenant.encode(), app.settings.kafka.partitions)

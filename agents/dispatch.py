@@ -29,18 +29,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.producer import sender as aiokafka_sender
 
+from agents.kafka import kafka_options
 from agents.outbox import Outbox
-from pipeline.client import kafka_options
-from pipeline.deadletter import DeadLetter
-from pipeline.envelope import decode_event, encode_event
-from pipeline.errors import Rejected
+from pipeline.decision import Rules, Verdict, apply_record
 from pipeline.registry import Registry
 from pipeline.settings import Settings
-from pipeline.step import step
 from tables.batch import StateBatch
-from tables.keys import OFFSET_KEY, encode_key
+from tables.keys import OFFSET_KEY
 from tables.store import PartitionStore
 
 __all__ = ["Dispatcher", "DispatchStats"]
@@ -48,14 +44,6 @@ __all__ = ["Dispatcher", "DispatchStats"]
 log = logging.getLogger(__name__)
 
 _YIELD_EVERY = 128  # records applied between yields to the event loop
-
-# A transaction's first AddPartitionsToTxn often meets the previous transaction's
-# markers still being written and gets CONCURRENT_TRANSACTIONS; aiokafka retries it
-# after a fixed 20 ms (Kafka's Java client, likewise). Measured on the local broker:
-# back-to-back transactions took 39 ms at p50 with 20 ms, 13 ms with 2 ms. A group
-# commit starts its transaction right after the previous one, every time.
-TXN_RETRY_BACKOFF_S = 0.002
-aiokafka_sender.BACKOFF_OVERRIDE = TXN_RETRY_BACKOFF_S
 
 
 @dataclass
@@ -66,9 +54,20 @@ class DispatchStats:
     duplicates: int = 0
     replayed: int = 0  # records consumed again below the applied offset, skipped
     stale: int = 0
+    rearmed: int = 0
     expired: int = 0
     dead_letters: int = 0
     batches: int = 0
+
+    def count(self, verdict: Verdict) -> None:
+        """Count one record's verdict."""
+        name = _COUNTER[verdict]
+        setattr(self, name, getattr(self, name) + 1)
+
+
+_COUNTER: dict[Verdict, str] = {
+    "applied": "applied", "duplicate": "duplicates", "stale": "stale",
+    "rearmed": "rearmed", "expired": "expired", "rejected": "dead_letters"}
 
 
 class _Lane:
@@ -211,13 +210,11 @@ class _Lane:
                          Outbox(producer, self.partition, self.counts), opened=now)
 
     async def _prepare(self, prepared: _Prepared, records: Sequence[Any]) -> None:
-        """Apply ``records`` to the batch's state and build every output record; sends
-        nothing."""
-        d, s = self.d, self.d.settings
-        topics = s.topics
-        state_changes, dlq, events = topics.state_changes, topics.dlq, topics.events
-        batch, out = prepared.batch, prepared.out
-        stats, registry, keep_ids, load = d.stats, d.registry, s.dedupe_ids, batch.load
+        """Apply ``records`` to the batch's state and queue every output record (the
+        decisions are ``pipeline.decision``'s); sends nothing."""
+        d = self.d
+        batch, out, stats, rules = prepared.batch, prepared.out, d.stats, d.rules
+        load, store, add = batch.load, batch.store, out.add
         resume = self.resume
         for i, rec in enumerate(records):
             if rec.offset < resume:
@@ -227,33 +224,13 @@ class _Lane:
                 # Let the other lanes' broker responses in: a long stretch of pure CPU
                 # here would delay every commit waiting on the loop.
                 await asyncio.sleep(0)
-            try:
-                event = decode_event(rec.value, fallback_time_ms=rec.timestamp)
-                key = encode_key(event.tenant, event.machine, event.instance)
-                outcome = step(registry, load(key), event, keep_ids=keep_ids)
-            except Rejected as exc:
-                letter = DeadLetter(rec.key, rec.value, exc.stage, exc.reason,
-                                    rec.topic, rec.partition, rec.offset)
-                out.add(dlq, letter.key, letter.value, letter.headers())
-                stats.dead_letters += 1
-            else:
-                status = outcome.status
-                if status == "duplicate":
-                    stats.duplicates += 1
-                    continue
-                if status == "stale":
-                    stats.stale += 1
-                    continue
-                batch.store(key, outcome)
-                tenant_key = event.tenant.encode()
-                if outcome.change is not None:
-                    out.add(state_changes, tenant_key, outcome.change.to_json())
-                    if status == "expired":
-                        stats.expired += 1
-                    else:
-                        stats.applied += 1
-                for sent in outcome.emitted:
-                    out.add(sent.topic or events, tenant_key, encode_event(sent.event))
+            applied = apply_record(rules, load, rec)
+            stats.count(applied.verdict)
+            if applied.outcome is not None:
+                assert applied.address is not None
+                store(applied.address, applied.outcome, applied.stored)
+            for o in applied.outputs:
+                add(o.topic, o.key, o.value, o.headers, partition=o.partition)
             if out.unrouted:
                 await out.route()
         prepared.count += len(records)
@@ -333,6 +310,7 @@ class Dispatcher:
         self.state = state
         self.timers = timers
         self.group_id = group_id
+        self.rules = Rules(registry, settings.topics, keep_ids=settings.dedupe_ids)
         self.stats = DispatchStats()
         self._lanes: dict[int, _Lane] = {}
         self.failed = asyncio.Event()

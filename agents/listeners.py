@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
-from pipeline.client import kafka_options, make_event
+from agents.kafka import kafka_options
 from pipeline.deadletter import DeadLetter
-from pipeline.envelope import encode_event
+from pipeline.envelope import encode_event, new_event
+from pipeline.ids import listener_send_id
 from pipeline.listener import Listener, ListenerContext
 from pipeline.outcome import StateChange
 from pipeline.registry import Registry
@@ -152,9 +154,11 @@ class ListenerRunner:
 
         async def send(machine: str, instance: str, type: str, data: Any = None, *,
                        id: str | None = None) -> str:
-            event = make_event(change.tenant, machine, instance, type, data,
-                               id=id or f"{change.event_id}/{lst.name}/{next(counter)}",
-                               source=f"garrison.listener/{lst.name}")
+            event = new_event(change.tenant, machine, instance, type, data,
+                              id=id or listener_send_id(change.event_id, lst.name,
+                                                        next(counter)),
+                              time_ms=int(time.time() * 1000),
+                              source=f"garrison.listener/{lst.name}")
             assert self._producer is not None
             await self._producer.send_and_wait(self.settings.topics.events,
                                                encode_event(event), key=event.tenant.encode())

@@ -14,11 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
+
+from agents.kafka import partition_of
+from pipeline.envelope import Headers
 
 __all__ = ["Outbox"]
-
-Headers = list[tuple[str, bytes]]
 
 
 class Outbox:
@@ -46,7 +46,7 @@ class Outbox:
         count = self._counts.get(topic, self._local)
         if count == self._local or key is None:
             return self._partition
-        return (murmur2(key) & 0x7FFFFFFF) % count
+        return partition_of(key, count)
 
     def add(self, topic: str, key: bytes | None, value: bytes | None,
             headers: Headers | None = None, *, partition: int | None = None) -> None:
@@ -57,7 +57,7 @@ class Outbox:
                 return
             partition = self.partition_for(topic, key)
         where = (topic, partition)
-        headers = headers or []  # the record builder takes a list, never a tuple
+        headers = list(headers) if headers else []  # the builder takes a list, not a tuple
         builder = self._builders.get(where)
         if builder is None:
             builder = self._builders[where] = self._producer.create_batch()

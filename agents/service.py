@@ -29,10 +29,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agents.topics import ensure_topics
-from pipeline.client import kafka_options
+from agents.kafka import kafka_options
 from pipeline.contract import ServiceError, error_event_type
 from pipeline.envelope import Event, decode_event, encode_event
 from pipeline.errors import InvalidEvent
+from pipeline.ids import reply_id
 from pipeline.settings import Settings
 
 __all__ = ["Reply", "Handler", "Service", "serve", "serve_all", "reply_to"]
@@ -59,7 +60,7 @@ def reply_to(command: Event, type: str, data: Any, *, source: str) -> Event:
     """The answer to ``command``: same tenant, machine and instance, ``parentid`` = its
     id, an id derived from its id (so a redelivered answer is a duplicate) and the
     current time (services are at the edge; they may read the clock)."""
-    return Event(f"{command.id}/reply", type, source, command.tenant, command.machine,
+    return Event(reply_id(command.id), type, source, command.tenant, command.machine,
                  command.instance, int(time.time() * 1000), data, command.id)
 
 

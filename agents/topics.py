@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from pipeline.client import kafka_options
+from agents.kafka import kafka_options
 from pipeline.settings import Settings
 
 __all__ = ["ensure_topics"]

@@ -122,7 +122,7 @@ def _start_broker(work: Path) -> tuple[str, Any]:
     existing = os.environ.get("GARRISON_KAFKA_BOOTSTRAP")
     if existing:
         return existing, None
-    from pipeline.broker import LocalKafka
+    from garrison.local_kafka import LocalKafka
 
     kafka = LocalKafka(work / "kafka", port=0, heap_mb=1024)
     quiet = logging.getLogger("aiokafka")

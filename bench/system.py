@@ -189,7 +189,7 @@ def _garrison(
     run: Run, output: str, group: str, state_dir: Path
 ) -> tuple[list[str], dict[str, str]]:
     return (
-        [sys.executable, "-m", "pipeline.cli", "worker", "bench.app"],
+        [sys.executable, "-m", "garrison", "worker", "bench.app"],
         garrison_env(run, state_dir, free_port()),
     )
 

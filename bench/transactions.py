@@ -27,7 +27,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-import agents.dispatch  # noqa: F401 - tunes aiokafka's transaction retries, as in the worker
+from agents.kafka import tune_transaction_retries
 from bench.system import cpu_seconds
 from bench.topic import create_topics
 
@@ -67,6 +67,7 @@ async def _lane(bootstrap: str, topics: list[str], partition: int, records: int,
 async def measure_transactions(bootstrap: str, prefix: str, *, lanes: int, records: int,
                                seconds: float, broker_pid: int | None) -> dict[str, float]:
     """Figures of both ways (``txn_*``, ``plain_*``) and their ratios."""
+    tune_transaction_retries()  # as the worker does
     topics = [f"{prefix}.txn-bench-state-changes", f"{prefix}.txn-bench-changelog"]
     await create_topics(bootstrap, topics, lanes)
     broker_cpu = None if broker_pid is None else functools.partial(cpu_seconds, broker_pid)

@@ -5,18 +5,19 @@ RocksDB, so machines can be unit-tested, property-tested and replayed anywhere.
 """
 
 from pipeline.address import Address, check_id
+from pipeline.behaviour import Behaviour
 from pipeline.chart_machine import ChartMachine
 from pipeline.contract import Contract, ServiceError, error_event_type
 from pipeline.diagram import mermaid
 from pipeline.effect import CancelTimer, Emit, Next, SetTimer
-from pipeline.envelope import Event, decode_event, encode_event
+from pipeline.envelope import Event, decode_event, encode_event, new_event
 from pipeline.errors import (
-    BrokerError,
     ContractViolation,
     GarrisonError,
     InvalidAddress,
     InvalidDefinition,
     InvalidEvent,
+    InvalidOutput,
     InvalidState,
     ReducerFailed,
     Rejected,
@@ -25,7 +26,7 @@ from pipeline.errors import (
     UnknownMachine,
 )
 from pipeline.listener import Listener, ListenerContext
-from pipeline.machine import Behaviour, Incoming, Machine
+from pipeline.machine import Incoming, Machine
 from pipeline.outcome import Outcome, StateChange
 from pipeline.record import Record
 from pipeline.registry import Registry
@@ -34,8 +35,9 @@ from pipeline.step import fold, step
 
 __all__ = [
     "Address", "check_id", "CancelTimer", "Emit", "Next", "SetTimer", "Event",
-    "decode_event", "encode_event", "BrokerError", "ContractViolation", "GarrisonError",
-    "InvalidAddress", "InvalidDefinition", "InvalidEvent", "InvalidState", "ReducerFailed",
+    "decode_event", "encode_event", "new_event", "ContractViolation", "GarrisonError",
+    "InvalidAddress", "InvalidDefinition", "InvalidEvent", "InvalidOutput", "InvalidState",
+    "ReducerFailed",
     "Rejected", "UnknownEventType", "UnknownMachine", "Listener", "ListenerContext",
     "Behaviour", "Incoming", "Machine", "Outcome", "StateChange", "Record", "Registry",
     "Settings", "fold", "step", "ChartMachine", "TransitionNotAllowed", "Contract",

@@ -49,7 +49,7 @@ from pipeline.errors import (
     TransitionNotAllowed,
     UnknownEventType,
 )
-from pipeline.machine import Migration, migration_registrar
+from pipeline.behaviour import Migration, migration_registrar
 from pipeline.statechart import Chart, Emitted, Step, TimerCancel, TimerSet
 
 __all__ = ["ChartMachine", "TransitionNotAllowed", "MACHINE_TARGET", "service_topics"]

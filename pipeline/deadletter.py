@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DeadLetter", "STAGE_HEADER", "REASON_HEADER"]
+from pipeline.envelope import Headers
+
+__all__ = ["DeadLetter", "Headers", "STAGE_HEADER", "REASON_HEADER"]
 
 STAGE_HEADER = "garrison.stage"
 REASON_HEADER = "garrison.reason"
@@ -38,7 +40,6 @@ class DeadLetter:
         return [(k, v.encode()) for k, v in pairs]
 
     @staticmethod
-    def read_headers(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]
-                     ) -> dict[str, str]:
+    def read_headers(headers: Headers) -> dict[str, str]:
         """Headers of a consumed dead letter as a dict."""
         return {k: v.decode() for k, v in headers if k.startswith("garrison.")}

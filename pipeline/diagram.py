@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from pipeline.chart_machine import ChartMachine
-from pipeline.machine import Behaviour
+from pipeline.behaviour import Behaviour
 from pipeline.statechart import to_mermaid
 from pipeline.step import EXPIRED_EVENT
 

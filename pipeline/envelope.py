@@ -16,15 +16,20 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import orjson
 
-from pipeline.address import check_id
+from pipeline.address import Address, check_id
 from pipeline.errors import InvalidAddress, InvalidEvent
 
-__all__ = ["Event", "decode_event", "encode_event", "format_time", "parse_time"]
+__all__ = ["Event", "Headers", "decode_event", "encode_event", "format_time", "new_event",
+           "parse_time"]
+
+Headers = Sequence[tuple[str, bytes]]
+"""Kafka record headers, as aiokafka gives and takes them."""
 
 _REQUIRED = ("id", "source", "type", "tenant", "machine", "instance")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -54,6 +59,26 @@ class Event(NamedTuple):
     def time(self) -> datetime:
         """The event's time as an aware UTC datetime."""
         return datetime.fromtimestamp(self.time_ms / 1000, tz=UTC)
+
+
+def new_event(tenant: str, machine: str, instance: str, type: str, data: Any = None, *,
+              id: str, time_ms: int, source: str, parentid: str | None = None) -> Event:
+    """A validated event for ``(tenant, machine, instance)``. Pure: the caller at the edge
+    (the client, the listener runner) supplies the id and the time; raises
+    :class:`~pipeline.errors.InvalidAddress` or :class:`InvalidEvent` saying what to fix.
+
+    >>> new_event("acme", "order", "o-1", "order.placed", id="e1", time_ms=0,
+    ...           source="shop").instance
+    'o-1'
+    """
+    address = Address.checked(tenant, machine, instance)
+    for name, text in (("type", type), ("id", id), ("source", source)):
+        if not isinstance(text, str) or not text:
+            raise InvalidEvent(f"event {name} must be a non-empty string, got {text!r}")
+    if isinstance(time_ms, bool) or not isinstance(time_ms, int):
+        raise InvalidEvent(f"time_ms must be an int (epoch milliseconds), got {time_ms!r}")
+    return Event(id, type, source, address.tenant, address.machine, address.instance,
+                 time_ms, data, parentid)
 
 
 def parse_time(text: str) -> int:

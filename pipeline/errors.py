@@ -22,7 +22,7 @@ __all__ = [
     "ReducerFailed",
     "InvalidState",
     "TransitionNotAllowed",
-    "BrokerError",
+    "InvalidOutput",
 ]
 
 
@@ -99,5 +99,8 @@ class TransitionNotAllowed(Rejected):
         self.value = value
 
 
-class BrokerError(GarrisonError):
-    """The local Kafka broker could not be resolved, started or reached."""
+class InvalidOutput(Rejected):
+    """What applying the event would produce cannot be produced: a state, timer or
+    emitted event that is not JSON, a record over the size limit, an undeclared topic."""
+
+    stage = "output"

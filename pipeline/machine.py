@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import copy
 import inspect
+import typing
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from pipeline.behaviour import Migration, migration_registrar
 from pipeline.effect import Effect, Emit, Next
 from pipeline.envelope import Event
 from pipeline.errors import (
@@ -40,42 +42,20 @@ from pipeline.errors import (
     UnknownEventType,
 )
 
-__all__ = ["Behaviour", "Incoming", "Machine", "Reducer", "Migration", "explain",
-           "migration_registrar"]
+__all__ = ["Incoming", "Machine", "Reducer", "explain"]
 
 S = TypeVar("S")
-Migration = Callable[[Any], Any]
+P = TypeVar("P")
+R = TypeVar("R", bound=Callable[..., Any])
 
 
-class Reducer(Protocol):
-    """``(config, state, event) -> state | Next``; pure."""
+class Incoming(NamedTuple, Generic[P]):
+    """The event as a reducer sees it: ``data`` is the validated payload model.
 
-    def __call__(self, config: Any, state: Any, event: Incoming, /) -> Any: ...
-
-
-class Behaviour(Protocol):
-    """What the pipeline needs of a machine, reducer-based or a statechart.
-
-    States cross this boundary as JSON-compatible values, the form they are stored in.
+    Generic in the payload: annotate a reducer's event as ``Incoming[Added]`` and
+    ``event.data`` type-checks as ``Added`` (and ``Machine.on`` takes ``Added`` as the
+    payload contract when none is given).
     """
-
-    name: str
-    version: int
-    ttl_ms: int | None
-    migrations: dict[int, Migration]
-
-    @property
-    def event_types(self) -> frozenset[str]: ...
-
-    def start(self, event: Event) -> tuple[Any, tuple[Effect, ...]]:
-        """State of a new instance after its first event."""
-
-    def apply(self, state: Any, event: Event) -> tuple[Any, tuple[Effect, ...]]:
-        """State after ``event``; raises a :class:`Rejected` subclass to refuse it."""
-
-
-class Incoming(NamedTuple):
-    """The event as a reducer sees it: ``data`` is the validated payload model."""
 
     id: str
     type: str
@@ -83,7 +63,7 @@ class Incoming(NamedTuple):
     machine: str
     instance: str
     time_ms: int
-    data: Any
+    data: P
     parentid: str | None = None
 
     @property
@@ -91,6 +71,12 @@ class Incoming(NamedTuple):
         """The event's time (aware, UTC); use it instead of the clock."""
         return Event(self.id, self.type, "", self.tenant, self.machine, self.instance,
                      self.time_ms).time
+
+
+class Reducer(Protocol):
+    """``(config, state, event) -> state | Next``; pure."""
+
+    def __call__(self, config: Any, state: Any, event: Incoming[Any], /) -> Any: ...
 
 
 def explain(exc: ValidationError) -> str:
@@ -115,20 +101,6 @@ def _validated(model: type[BaseModel], value: Any, error: type[Rejected], what: 
                     **context) from None
 
 
-def migration_registrar(migrations: dict[int, Migration], version: int, from_version: int,
-                        label: str) -> Callable[[Migration], Migration]:
-    """The decorator behind ``migrate(from_version)`` of every machine kind."""
-    if from_version >= version:
-        raise InvalidDefinition(
-            f"{label}: can only migrate from an older version, not v{from_version}")
-
-    def register(fn: Migration) -> Migration:
-        migrations[from_version] = fn
-        return fn
-
-    return register
-
-
 def _check_reducer(event_type: str, fn: Callable[..., Any]) -> None:
     try:
         params = list(inspect.signature(fn).parameters.values())
@@ -145,6 +117,37 @@ def _check_reducer(event_type: str, fn: Callable[..., Any]) -> None:
         raise InvalidDefinition(
             f"reducer for {event_type!r} is async; reducers are pure and synchronous "
             "(put I/O in a listener)")
+
+
+def _annotated_payload(event_type: str, fn: Callable[..., Any]) -> type[BaseModel] | None:
+    """The payload model named by a reducer's ``event: Incoming[Model]`` annotation."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if len(params) < 3 or params[2].annotation is inspect.Parameter.empty:
+        return None
+    hint = params[2].annotation
+    if isinstance(hint, str):  # postponed evaluation (from __future__ import annotations)
+        if not hint.replace(" ", "").startswith("Incoming["):
+            return None
+        try:
+            # As typing.get_type_hints evaluates an annotation, but this one only: the
+            # others may name classes local to a function.
+            hint = eval(hint, getattr(fn, "__globals__", {}), {"Incoming": Incoming})  # noqa: S307
+        except Exception as exc:  # noqa: BLE001 - an annotation that does not resolve
+            raise InvalidDefinition(
+                f"reducer {getattr(fn, '__name__', fn)!r} for {event_type!r}: its event "
+                f"annotation {params[2].annotation!r} does not resolve "
+                f"({type(exc).__name__}: {exc}); define the payload model at module "
+                "level, or pass payload=") from None
+    if typing.get_origin(hint) is not Incoming:
+        return None
+    args = typing.get_args(hint)
+    model = args[0] if args else None
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return model
+    return None
 
 
 class Machine(Generic[S]):
@@ -206,8 +209,16 @@ class Machine(Generic[S]):
         return frozenset(self._reducers)
 
     def on(self, event_type: str, *, payload: type[BaseModel] | None = None
-           ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Register the reducer for ``event_type``; ``payload`` is the event's contract."""
+           ) -> Callable[[R], R]:
+        """Register the reducer for ``event_type``; ``payload`` is the event's contract.
+
+        Without ``payload``, a reducer whose event is annotated ``Incoming[Model]`` takes
+        ``Model`` as its contract::
+
+            @counter.on("counter.added")
+            def added(config: None, state: Counter, event: Incoming[Added]) -> Counter:
+                return Counter(count=state.count + event.data.amount)
+        """
         if not event_type:
             raise InvalidDefinition(f"machine {self.name!r}: event type must be non-empty")
         if event_type in self._reducers:
@@ -218,9 +229,10 @@ class Machine(Generic[S]):
                                         and issubclass(payload, BaseModel)):
             raise InvalidDefinition(f"payload for {event_type!r} must be a pydantic model")
 
-        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def register(fn: R) -> R:
             _check_reducer(event_type, fn)
-            self._reducers[event_type] = (fn, payload)
+            model = payload if payload is not None else _annotated_payload(event_type, fn)
+            self._reducers[event_type] = (fn, model)
             return fn
 
         return register

@@ -8,11 +8,12 @@ from typing import Any, Literal, NamedTuple
 import orjson
 
 from pipeline.envelope import Event, format_time
+from pipeline.errors import Rejected
 from pipeline.record import Record, Timer
 
 __all__ = ["StateChange", "Outgoing", "TimerWrite", "Outcome", "Status"]
 
-Status = Literal["applied", "duplicate", "stale", "rearmed", "expired"]
+Status = Literal["applied", "duplicate", "stale", "rearmed", "expired", "rejected"]
 
 
 class StateChange(NamedTuple):
@@ -61,19 +62,22 @@ class Outgoing:
 @dataclass(frozen=True, slots=True)
 class TimerWrite:
     """A change to the due-time index: drop the entry at ``old_due_ms`` (if any), add
-    ``timer`` (if any). The index delivers ``timer`` as an event when it is due."""
+    ``timer`` (if any), which the index delivers as ``firing`` when it is due. The
+    firing is built here, once, by ``step``, which knows the instance's address."""
 
     name: str
     old_due_ms: int | None
     timer: Timer | None
+    firing: Event | None = None
 
 
 class Outcome(NamedTuple):
     """The result of :func:`pipeline.step.step`.
 
-    ``record`` is what to store (None with ``expired``: delete; None with ``duplicate``
-    or ``stale``: nothing to write). ``change`` is set exactly when an event was applied
-    or the instance expired.
+    ``record`` is what to store (None with ``expired``: delete; None with ``duplicate``,
+    ``stale`` or ``rejected``: nothing to write). ``change`` is set exactly when an event
+    was applied or the instance expired. ``rejected`` carries the refusal in
+    ``rejection`` (its ``stage`` and ``reason`` go into the dead letter).
     """
 
     status: Status
@@ -82,3 +86,4 @@ class Outcome(NamedTuple):
     emitted: tuple[Outgoing, ...] = ()
     timers: tuple[TimerWrite, ...] = ()
     reason: str = ""
+    rejection: Rejected | None = None

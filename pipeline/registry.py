@@ -12,13 +12,15 @@ A user's module builds one and garrison's entry points find it::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from pipeline.errors import InvalidDefinition, UnknownMachine
 from pipeline.listener import Listener, ListenerFn, Predicate
-from pipeline.machine import Behaviour
+from pipeline.behaviour import Behaviour
 
 __all__ = ["Registry"]
+
+L = TypeVar("L", bound=ListenerFn)
 
 
 class Registry:
@@ -83,13 +85,24 @@ class Registry:
             current = versions[newer]
         return current, state
 
-    def listener(self, fn: ListenerFn | None = None, *, name: str | None = None,
+    @overload
+    def listener(self, fn: L, /, *, name: str | None = None, machine: str | None = None,
+                 on: Iterable[str] | str | None = None, when: Predicate | None = None,
+                 retries: int = 3, backoff_s: float = 0.2) -> L: ...
+
+    @overload
+    def listener(self, *, name: str | None = None, machine: str | None = None,
+                 on: Iterable[str] | str | None = None, when: Predicate | None = None,
+                 retries: int = 3, backoff_s: float = 0.2) -> Callable[[L], L]: ...
+
+    def listener(self, fn: L | None = None, /, *, name: str | None = None,
                  machine: str | None = None, on: Iterable[str] | str | None = None,
                  when: Predicate | None = None, retries: int = 3, backoff_s: float = 0.2,
-                 ) -> Callable[[ListenerFn], ListenerFn] | ListenerFn:
-        """Register a listener on state changes (usable bare or with conditions)."""
+                 ) -> Callable[[L], L] | L:
+        """Register a listener on state changes, bare (``@registry.listener``) or with
+        conditions (``@registry.listener(machine="order", when=...)``)."""
 
-        def register(f: ListenerFn) -> ListenerFn:
+        def register(f: L) -> L:
             listener = Listener.build(f, name=name, machine=machine, on=on, when=when,
                                       retries=retries, backoff_s=backoff_s)
             if any(existing.name == listener.name for existing in self.listeners):

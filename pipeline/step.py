@@ -4,8 +4,9 @@
 state change to publish, the events to emit and the timer index writes. It reads no
 clock and makes no ids (emitted events get ids derived from the event's id), so the
 same inputs always give the same outcome and a replay of the log rebuilds every state.
-Rejections raise :class:`pipeline.errors.Rejected` subclasses, which the pipeline turns
-into dead-letter records.
+A refusal is data too: an outcome ``rejected`` carrying the
+:class:`~pipeline.errors.Rejected` (its stage and reason), which the pipeline turns
+into a dead-letter record and :func:`fold` skips, as the pipeline does.
 
 Timers are part of the record: an event carrying ``timer=name`` is a firing, applied
 only if that timer is still armed for exactly that due time (otherwise it is stale,
@@ -18,29 +19,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
+from pipeline.behaviour import Behaviour
 from pipeline.effect import CancelTimer, Effect, Emit, SetTimer
 from pipeline.envelope import Event
 from pipeline.errors import ReducerFailed, Rejected
-from pipeline.machine import Behaviour
+from pipeline.ids import emitted_id, timer_event_id
 from pipeline.outcome import Outcome, Outgoing, StateChange, TimerWrite
 from pipeline.record import NO_TIMERS, Record, Timer
 from pipeline.registry import Registry
 
-__all__ = ["step", "fold", "TTL_TIMER", "EXPIRED_EVENT", "timer_event_id", "timer_firing"]
+__all__ = ["step", "fold", "TTL_TIMER", "EXPIRED_EVENT", "timer_firing"]
 
 TTL_TIMER = "__ttl__"
 EXPIRED_EVENT = "garrison.expired"
 
 
-def timer_event_id(name: str, due_ms: int) -> str:
-    """The id of a timer's firing: stable, so a firing delivered twice is a duplicate."""
-    return f"timer:{name}:{due_ms}"
-
-
-def timer_firing(tenant: str, machine: str, instance: str, name: str, timer: Timer) -> Event:
-    """The event that delivers ``timer`` when it is due; its time is the due time."""
+def timer_firing(event: Event, name: str, timer: Timer) -> Event:
+    """The event that delivers ``timer`` of ``event``'s instance when it is due; its
+    time is the due time."""
     return Event(timer_event_id(name, timer.due_ms), timer.event_type, "garrison.timer",
-                 tenant, machine, instance, timer.due_ms, None, None, name)
+                 event.tenant, event.machine, event.instance, timer.due_ms, None, None,
+                 name)
 
 
 def step(registry: Registry, record: Record | None, event: Event, *,
@@ -48,9 +47,12 @@ def step(registry: Registry, record: Record | None, event: Event, *,
     """Apply ``event`` to ``record`` (None: the instance does not exist yet)."""
     if record is not None and event.id in record.recent:
         return Outcome("duplicate", reason=f"event id {event.id!r} was applied already")
-    if event.timer is not None:
-        return _fire(registry, record, event, keep_ids)
-    return _apply(registry, record, event, keep_ids, fired=None)
+    try:
+        if event.timer is not None:
+            return _fire(registry, record, event, keep_ids)
+        return _apply(registry, record, event, keep_ids, fired=None)
+    except Rejected as exc:
+        return Outcome("rejected", reason=exc.reason, rejection=exc)
 
 
 def _fire(registry: Registry, record: Record | None, event: Event, keep_ids: int) -> Outcome:
@@ -67,7 +69,8 @@ def _fire(registry: Registry, record: Record | None, event: Event, keep_ids: int
         later = Timer(record.expires_ms, 0, EXPIRED_EVENT)
         timers = {**record.timers, TTL_TIMER: later}
         return Outcome("rearmed", record=record._replace(timers=timers),
-                       timers=(TimerWrite(TTL_TIMER, armed.due_ms, later),))
+                       timers=(TimerWrite(TTL_TIMER, armed.due_ms, later,
+                                          timer_firing(event, TTL_TIMER, later)),))
     writes = tuple(TimerWrite(n, t.due_ms, None) for n, t in record.timers.items())
     change = StateChange(event.tenant, event.machine, event.instance, record.seq + 1,
                          record.version, event.id, EXPIRED_EVENT, event.time_ms,
@@ -111,13 +114,14 @@ def _apply(registry: Registry, record: Record | None, event: Event, keep_ids: in
                    if armed.every_ms > 0 else None)
             if nxt is not None:
                 changed[name] = nxt
-            writes.append(TimerWrite(name, armed.due_ms, nxt))
+            writes.append(TimerWrite(name, armed.due_ms, nxt,
+                                     None if nxt is None else timer_firing(event, name, nxt)))
         if effects:
             emitted = _effects(effects, event, changed, writes)
         if ttl_ms is not None and TTL_TIMER not in changed:
             ttl = Timer(event.time_ms + ttl_ms, 0, EXPIRED_EVENT)
             changed[TTL_TIMER] = ttl
-            writes.append(TimerWrite(TTL_TIMER, None, ttl))
+            writes.append(TimerWrite(TTL_TIMER, None, ttl, timer_firing(event, TTL_TIMER, ttl)))
         timers = changed
     expires = None if ttl_ms is None else event.time_ms + ttl_ms
 
@@ -140,7 +144,7 @@ def _effects(effects: tuple[Effect, ...], event: Event, timers: dict[str, Timer]
     for effect in effects:
         if isinstance(effect, Emit):
             emitted = Event(
-                id=f"{event.id}/e{len(out)}", type=effect.type, source=source,
+                id=emitted_id(event.id, len(out)), type=effect.type, source=source,
                 tenant=event.tenant, machine=effect.machine or event.machine,
                 instance=effect.instance or event.instance, time_ms=event.time_ms,
                 data=effect.data, parentid=event.id)
@@ -150,7 +154,8 @@ def _effects(effects: tuple[Effect, ...], event: Event, timers: dict[str, Timer]
             every = 0 if effect.every is None else int(effect.every.total_seconds() * 1000)
             armed = Timer(effect.due_ms(event.time_ms), every, effect.event_type, effect.data)
             timers[effect.name] = armed
-            writes.append(TimerWrite(effect.name, None if old is None else old.due_ms, armed))
+            writes.append(TimerWrite(effect.name, None if old is None else old.due_ms, armed,
+                                     timer_firing(event, effect.name, armed)))
         elif isinstance(effect, CancelTimer):
             old = timers.pop(effect.name, None)
             if old is not None:
@@ -168,13 +173,15 @@ def _squash(writes: list[TimerWrite]) -> tuple[TimerWrite, ...]:
     merged: dict[str, TimerWrite] = {}
     for w in writes:
         first = merged.get(w.name)
-        merged[w.name] = w if first is None else TimerWrite(w.name, first.old_due_ms, w.timer)
+        merged[w.name] = (w if first is None
+                          else TimerWrite(w.name, first.old_due_ms, w.timer, w.firing))
     return tuple(merged.values())
 
 
 def fold(registry: Registry, events: list[Event], *, keep_ids: int = 16
          ) -> tuple[Record | None, list[StateChange]]:
-    """Apply ``events`` in order from nothing: the in-memory reference for replay."""
+    """Apply ``events`` in order from nothing: the in-memory reference for replay.
+    Rejected events change nothing and are skipped, as the pipeline dead-letters them."""
     record: Record | None = None
     changes: list[StateChange] = []
     for event in events:

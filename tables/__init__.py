@@ -1,13 +1,5 @@
-"""State at rest: key codecs, table definitions, the timer index and the read side."""
+"""State at rest: the key codec, the timer index, the batched store and its recovery."""
 
-from tables.keys import (
-    decode_key,
-    decode_timer_key,
-    encode_key,
-    tenant_prefix,
-    timer_key,
-    timer_key_due,
-)
+from tables.keys import OFFSET_KEY, decode_key, encode_key, tenant_prefix
 
-__all__ = ["decode_key", "decode_timer_key", "encode_key", "tenant_prefix", "timer_key",
-           "timer_key_due"]
+__all__ = ["OFFSET_KEY", "decode_key", "encode_key", "tenant_prefix"]

@@ -3,18 +3,18 @@
 The dispatcher applies many events per batch; the same instance may be touched many
 times. Reads go through the batch's overlay, and at the end each key is written once,
 to the changelog and then to RocksDB, so the changelog carries one record per key per
-batch instead of one per event. Timer index entries are derived here from the
-outcome's timer writes.
+batch instead of one per event. Timer index entries follow from the outcome's timer
+writes (``tables.timers``).
 """
 
 from __future__ import annotations
 
-from pipeline.envelope import encode_event
+from pipeline.address import Address
 from pipeline.outcome import Outcome
-from pipeline.record import Record, dump_record, load_record
-from pipeline.step import timer_firing
-from tables.keys import OFFSET_KEY, decode_key, timer_key
+from pipeline.record import Record, load_record
+from tables.keys import OFFSET_KEY, encode_key
 from tables.store import PartitionStore
+from tables.timers import index_writes
 
 __all__ = ["StateBatch"]
 
@@ -32,38 +32,37 @@ class StateBatch:
         self.parent = parent
         self.state_writes: dict[bytes, bytes | None] = {}
         self.timer_writes: dict[bytes, bytes | None] = {}
-        self._records: dict[bytes, Record | None] = {}
+        self._records: dict[Address, Record | None] = {}
+        self._keys: dict[Address, bytes] = {}
         self._get = state.getter(partition)
 
-    def load(self, key: bytes) -> Record | None:
+    def load(self, address: Address) -> Record | None:
         """The instance's record as of this batch (its own writes included)."""
         records = self._records
-        if key in records:
-            return records[key]
+        if address in records:
+            return records[address]
         parent = self.parent
-        if parent is not None and key in parent._records:  # noqa: SLF001 - same class
-            record = records[key] = parent._records[key]  # noqa: SLF001
+        if parent is not None and address in parent._records:  # noqa: SLF001 - same class
+            record = records[address] = parent._records[address]  # noqa: SLF001
             return record
-        raw = self._get(key)
-        record = records[key] = None if raw is None else load_record(raw)
+        raw = self._get(self._key(address))
+        record = records[address] = None if raw is None else load_record(raw)
         return record
 
-    def store(self, key: bytes, outcome: Outcome) -> None:
-        """Record what ``outcome`` changes for the instance at ``key``."""
-        if outcome.status in ("duplicate", "stale"):
-            return
-        self._records[key] = outcome.record
-        self.state_writes[key] = None if outcome.record is None else dump_record(outcome.record)
-        if not outcome.timers:
-            return
-        address = decode_key(key)
-        for write in outcome.timers:
-            if write.old_due_ms is not None:
-                self.timer_writes[timer_key(write.old_due_ms, key, write.name)] = None
-            if write.timer is not None:
-                firing = timer_firing(*address, write.name, write.timer)
-                self.timer_writes[timer_key(write.timer.due_ms, key, write.name)] = (
-                    encode_event(firing))
+    def _key(self, address: Address) -> bytes:
+        key = self._keys.get(address)
+        if key is None:
+            key = self._keys[address] = encode_key(*address)
+        return key
+
+    def store(self, address: Address, outcome: Outcome, stored: bytes | None) -> None:
+        """Record what ``outcome`` changes for the instance at ``address``; ``stored`` is
+        the new record's bytes (None: the instance is deleted)."""
+        key = self._key(address)
+        self._records[address] = outcome.record
+        self.state_writes[key] = stored
+        if outcome.timers:
+            self.timer_writes.update(index_writes(key, outcome.timers))
 
     def applied_up_to(self, next_offset: int) -> None:
         """Record, with the state, that the partition's events before ``next_offset``
@@ -77,5 +76,3 @@ class StateBatch:
         """Write the batch into RocksDB (after the changelog transaction committed)."""
         self._state.write(self.partition, self.state_writes)
         self._timers.write(self.partition, self.timer_writes)
-
-

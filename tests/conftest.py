@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.broker import LocalKafka
+from garrison.local_kafka import LocalKafka
 
 _counter = itertools.count()
 
@@ -80,11 +80,8 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Broker tests are marked ``broker`` by folder, so a core-only run can deselect them."""
+    """Tests that use the broker (any fixture that needs ``kafka_bootstrap``) are marked
+    ``broker``, so a core-only run can deselect them (``-m "not broker"``)."""
     for item in items:
-        parts = Path(str(item.fspath)).parts
-        if "agents" in parts or "scenarios" in parts:
+        if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.broker)
-
-
-

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from agents.process import WorkerProcess
+from garrison.process import WorkerProcess
 from pipeline.settings import Settings
 
 __all__ = ["WorkerProcess", "free_port", "read_topic", "settings_env", "settings_from"]

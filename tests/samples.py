@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline import CancelTimer, Emit, Event, Machine, Next, Registry, SetTimer
+from pipeline import (
+    CancelTimer,
+    Emit,
+    Event,
+    Machine,
+    Next,
+    Outcome,
+    Registry,
+    Rejected,
+    SetTimer,
+    encode_event,
+)
 
 
 class Counter(BaseModel):
@@ -100,3 +111,35 @@ def event(type: str = "counter.added", data: Any = None, *, id: str = "e1",
     if data is None and type == "counter.added":
         data = {"amount": 1}
     return Event(id, type, "tests", tenant, machine, instance, time_ms, data, None, timer)
+
+
+def refused(outcome: Outcome) -> Rejected:
+    """The rejection a ``rejected`` outcome carries; fails if the outcome is anything
+    else, or a rejected outcome would still store or publish something. Tests write
+    ``with pytest.raises(Kind, match=...): raise refused(step(...))``."""
+    assert outcome.status == "rejected", outcome
+    assert outcome.record is None and outcome.change is None and not outcome.emitted
+    assert outcome.rejection is not None
+    assert outcome.reason == outcome.rejection.reason
+    return outcome.rejection
+
+
+class Consumed(NamedTuple):
+    """A consumed record with the fields of aiokafka's ConsumerRecord that garrison reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def consumed(value: bytes | Event | None, *, key: bytes | None = b"acme", offset: int = 0,
+             partition: int = 0, topic: str = "app.events",
+             headers: tuple[tuple[str, bytes], ...] = (),
+             timestamp: int = 1_700_000_000_000) -> Consumed:
+    """A record of the events topic holding ``value`` (an Event is encoded)."""
+    raw = encode_event(value) if isinstance(value, Event) else value
+    return Consumed(topic, partition, offset, timestamp, key, raw, headers)

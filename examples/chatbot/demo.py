@@ -27,10 +27,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from agents.listeners import ListenerRunner
-from agents.process import WorkerProcess
+from garrison.process import WorkerProcess
 from agents.topics import ensure_topics
 from examples.chatbot.app import registry
-from pipeline.client import Client, kafka_options
+from agents.kafka import kafka_options
+from garrison.client import Client
 from pipeline.settings import Settings
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import InvalidDefinition
-from pipeline.statechart.effect import ChartEvent
+from pipeline.statechart.request import ChartEvent
 
 __all__ = [
     "AssignAction",

@@ -29,7 +29,7 @@ from pipeline.statechart.action import (
     Op,
 )
 from pipeline.statechart.definition import done_event_type
-from pipeline.statechart.effect import ChartEvent
+from pipeline.statechart.request import ChartEvent
 from pipeline.statechart.node import StateNode, Transition
 from pipeline.statechart.topology import (
     StateValue,

@@ -29,9 +29,10 @@ from pipeline.chart_machine import service_topics
 from pipeline.outcome import StateChange
 from pipeline.record import Record
 from pipeline.statechart import Chart, emit
-from pipeline.step import TTL_TIMER, timer_event_id
+from pipeline.ids import timer_event_id
+from pipeline.step import TTL_TIMER
 from tests.pipeline.statechart.charts import order
-from tests.samples import event
+from tests.samples import refused, event
 
 T0 = 1_700_000_000_000
 
@@ -122,7 +123,7 @@ def test_the_init_event_starts_an_instance_with_the_chart_snapshot() -> None:
 def test_any_other_first_event_is_refused_with_the_init_type() -> None:
     with pytest.raises(UnknownEventType,
                        match="instance does not exist; start it with 'order.open'"):
-        step(REG, None, ev("add", {"price": 1}, id="x"))
+        raise refused(step(REG, None, ev("add", {"price": 1}, id="x")))
 
 
 def test_the_init_payload_is_the_chart_input_normalised() -> None:
@@ -137,7 +138,7 @@ def test_the_init_payload_is_the_chart_input_normalised() -> None:
 
 def test_init_again_on_an_existing_instance_is_not_allowed() -> None:
     with pytest.raises(TransitionNotAllowed, match="exists already; 'order.open' only starts"):
-        step(REG, opened(), ev("order.open", {"customer": "ann"}, id="again"))
+        raise refused(step(REG, opened(), ev("order.open", {"customer": "ann"}, id="again")))
 
 
 # -- contracts ----------------------------------------------------------------------------
@@ -154,21 +155,21 @@ def test_incoming_payloads_are_checked_before_the_chart_runs(
         type: str, data: Any, error: type[Rejected], text: str) -> None:
     record = opened()
     with pytest.raises(error, match=text) as info:
-        step(REG, record, ev(type, data, id="bad"))
+        raise refused(step(REG, record, ev(type, data, id="bad")))
     assert info.value.event_type == type
     assert info.value.data == data
 
 
 def test_a_bad_init_payload_is_a_contract_violation() -> None:
     with pytest.raises(ContractViolation, match="'order.open' does not fit Open: customer"):
-        step(REG, None, ev("order.open", {}, id="x"))
+        raise refused(step(REG, None, ev("order.open", {}, id="x")))
 
 
 def test_emitted_data_is_checked_against_the_contract() -> None:
     reg = Registry([order_machine(reminder=RootModel[str])])
     record = in_paying(reg)
     with pytest.raises(ContractViolation, match="emitted 'reminder' does not fit"):
-        step(reg, record, fire(record, REMINDER))
+        raise refused(step(reg, record, fire(record, REMINDER)))
 
 
 def test_an_emitted_type_outside_the_contract_is_a_violation() -> None:
@@ -178,7 +179,7 @@ def test_an_emitted_type_outside_the_contract_is_a_violation() -> None:
                                                                         "go": None}))])
     rec = step(reg, None, event("start", None, machine="m")).record
     with pytest.raises(ContractViolation, match="emitted 'surprise', which its contract does"):
-        step(reg, rec, event("go", None, id="g", machine="m"))
+        raise refused(step(reg, rec, event("go", None, id="g", machine="m")))
 
 
 def test_the_output_is_checked_when_the_machine_completes() -> None:
@@ -189,7 +190,7 @@ def test_the_output_is_checked_when_the_machine_completes() -> None:
     reg = Registry([order_machine(output=Strict)])
     record = in_paying(reg)
     with pytest.raises(ContractViolation, match="output does not fit Strict: currency"):
-        step(reg, record, ev("paid", {"amount": 15}, id="p"))
+        raise refused(step(reg, record, ev("paid", {"amount": 15}, id="p")))
 
 
 @pytest.mark.parametrize(("make", "text"), [
@@ -228,14 +229,14 @@ def test_an_event_not_enabled_in_the_current_state_is_refused_with_what_is() -> 
     with pytest.raises(TransitionNotAllowed,
                        match=r"in state cart: 'paid' is not enabled; enabled now: add, checkout"
                        ) as info:
-        step(REG, opened(), ev("paid", {"amount": 1}, id="p"))
+        raise refused(step(REG, opened(), ev("paid", {"amount": 1}, id="p")))
     assert info.value.stage == "transition"
     assert info.value.value == "cart"
 
 
 def test_an_event_whose_guards_all_fail_is_refused() -> None:
     with pytest.raises(TransitionNotAllowed, match="no guard of 'paid' allows it"):
-        step(REG, in_paying(), ev("paid", {"amount": 3}, id="p"))
+        raise refused(step(REG, in_paying(), ev("paid", {"amount": 3}, id="p")))
 
 
 def test_a_done_machine_refuses_every_further_event() -> None:
@@ -245,12 +246,12 @@ def test_a_done_machine_refuses_every_further_event() -> None:
     assert out.record.state["output"] == {"total": 15}
     assert out.record.timers == {}  # leaving 'paying' cancelled both timers
     with pytest.raises(TransitionNotAllowed, match=r"is done \(output \{\"total\":15\}\)"):
-        step(REG, out.record, ev("add", {"price": 1}, id="late"))
+        raise refused(step(REG, out.record, ev("add", {"price": 1}, id="late")))
 
 
 def test_interpreter_events_from_outside_are_refused() -> None:
     with pytest.raises(UnknownEventType, match="only garrison's timers deliver it"):
-        step(REG, in_paying(), ev("xstate.after.60000.order.paying", id="spoof"))
+        raise refused(step(REG, in_paying(), ev("xstate.after.60000.order.paying", id="spoof")))
 
 
 # -- timers -------------------------------------------------------------------------------
@@ -335,7 +336,7 @@ def test_a_bad_emit_target_is_a_reducer_failure_not_a_crash(to: str, text: str) 
     reg = _router()
     rec = step(reg, None, event("start", None, machine="router", instance="r1")).record
     with pytest.raises(ReducerFailed, match=f"emitted 'note': .*{text}"):
-        step(reg, rec, event("send", {"to": to}, id="s", machine="router", instance="r1"))
+        raise refused(step(reg, rec, event("send", {"to": to}, id="s", machine="router", instance="r1")))
 
 
 def test_declared_topics_are_checked_and_collected() -> None:
@@ -388,7 +389,7 @@ def test_instances_keep_their_version_and_new_ones_take_the_latest() -> None:
     added = step(reg, new, ev("add", {"price": 10}, id="a", instance="new"))
     assert added.record.state["context"] == {"items": 1, "total": 11, "fee": 1}
     with pytest.raises(UnknownEventType, match="v2 does not accept 'checkout'"):
-        step(reg, added.record, ev("checkout", id="c", instance="new"))
+        raise refused(step(reg, added.record, ev("checkout", id="c", instance="new")))
 
 
 def test_a_migration_moves_a_snapshot_to_the_new_version() -> None:

@@ -1,14 +1,17 @@
-"""The core of pipeline/ never imports Kafka, Faust or RocksDB; only its entry points do."""
+"""The core is pure: nothing in ``pipeline/`` imports Kafka, Faust, RocksDB or the
+packages above it (``tables``, ``agents``, ``garrison``), with no exemption; and the
+floors above only point down: ``garrison -> agents -> tables -> pipeline``."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-import pipeline
+import pytest
 
-FORBIDDEN = {"faust", "aiokafka", "rocksdict", "mode"}
-ENTRY_POINTS = {"cli.py", "cli_app.py", "client.py", "broker.py"}
+ROOT = Path(__file__).resolve().parents[2]
+FLOORS = ["pipeline", "tables", "agents", "garrison"]
+IO = {"faust", "aiokafka", "rocksdict", "mode"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -21,13 +24,22 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-def test_core_modules_import_no_io_library() -> None:
-    root = Path(pipeline.__file__).parent
-    checked = 0
-    for path in root.rglob("*.py"):
-        if path.name in ENTRY_POINTS and path.parent == root:
-            continue
-        bad = _imports(path) & FORBIDDEN
-        assert not bad, f"{path.relative_to(root)} imports {sorted(bad)}"
-        checked += 1
-    assert checked >= 10, "the walk found too few modules; is the package where we think?"
+def _modules(package: str) -> list[Path]:
+    paths = sorted((ROOT / package).rglob("*.py"))
+    assert len(paths) >= 5, f"the walk found too few modules in {package}/"
+    return paths
+
+
+def test_the_core_imports_no_io_library_and_nothing_above_it() -> None:
+    forbidden = IO | set(FLOORS[1:])
+    for path in _modules("pipeline"):
+        bad = _imports(path) & forbidden
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("package", FLOORS)
+def test_no_floor_imports_a_floor_above_it(package: str) -> None:
+    above = set(FLOORS[FLOORS.index(package) + 1:])
+    for path in _modules(package):
+        bad = _imports(path) & above
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}, a floor above it"

@@ -20,8 +20,9 @@ from pipeline import (
     fold,
     step,
 )
-from pipeline.step import TTL_TIMER, timer_event_id
-from tests.samples import Counter, counter_machine, event, sample_registry
+from pipeline.ids import timer_event_id
+from pipeline.step import TTL_TIMER
+from tests.samples import refused, Counter, counter_machine, event, sample_registry
 
 REG = sample_registry()
 
@@ -77,13 +78,13 @@ def test_rejections_carry_stage_and_reason(kind: str, data: Any, error: type[Exc
                                            text: str) -> None:
     rec = step(REG, None, event(id="a")).record
     with pytest.raises(error, match=text.replace("(", r"\(").replace(")", r"\)")) as info:
-        step(REG, rec, event(kind, data, id="b"))
+        raise refused(step(REG, rec, event(kind, data, id="b")))
     assert info.value.stage in {"route", "contract", "reducer", "state"}  # type: ignore[attr-defined]
 
 
 def test_unknown_machine_is_rejected_with_the_known_names() -> None:
     with pytest.raises(UnknownMachine, match="this app defines: counter, pinger"):
-        step(REG, None, event(machine="ghost"))
+        raise refused(step(REG, None, event(machine="ghost")))
 
 
 def test_emit_gets_a_derived_id_same_tenant_and_parent() -> None:
@@ -289,7 +290,7 @@ def test_a_stored_state_the_model_refuses_is_rejected_not_raised() -> None:
     broken = rec._replace(state={"count": "many", "total": 0, "last": ""})
     with pytest.raises(InvalidState, match="stored state of 'counter' v1 does not fit "
                                            "Counter.*register a migration") as info:
-        step(REG, broken, event(id="b"))
+        raise refused(step(REG, broken, event(id="b")))
     assert info.value.stage == "state"
 
 

@@ -5,14 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tables.keys import (
-    decode_key,
-    decode_timer_key,
-    encode_key,
-    tenant_prefix,
-    timer_key,
-    timer_key_due,
-)
+from tables.keys import decode_key, encode_key, tenant_prefix
 
 anything = st.text(max_size=12)
 addresses = st.tuples(anything, anything, anything)
@@ -41,14 +34,3 @@ def test_a_tenant_prefix_never_covers_another_tenant(a: tuple[str, str, str],
 def test_forged_separators_do_not_collide() -> None:
     assert encode_key("a:1", "b", "c") != encode_key("a", "1:b", "c")
     assert encode_key("1:a", "", "") != encode_key("", "1:a", "")
-
-
-@given(st.integers(0, 2**60), st.integers(0, 2**60), addresses, anything)
-def test_timer_keys_sort_by_due_time(d1: int, d2: int, a: tuple[str, str, str],
-                                     name: str) -> None:
-    k1, k2 = timer_key(d1, encode_key(*a), name), timer_key(d2, encode_key(*a), name)
-    if d1 < d2:
-        assert k1 < k2
-    assert timer_key_due(k1) == d1
-    due, address, back = decode_timer_key(k1)
-    assert (due, tuple(address), back) == (d1, a, name)

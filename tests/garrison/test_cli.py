@@ -21,7 +21,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="function")
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args],
+    return subprocess.run([sys.executable, "-m", "garrison", *args],
                           env={**os.environ, **env}, capture_output=True, text=True,
                           timeout=60, check=False)
 
@@ -62,7 +62,7 @@ async def test_tail_follows_and_filters(kafka_bootstrap: str, unique: Callable[[
         await producer.send_and_wait(settings.topics.state_changes, change.to_json(),
                                      key=tenant.encode())
     await producer.stop()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "tail", "--from-start",
+    proc = subprocess.Popen([sys.executable, "-m", "garrison", "tail", "--from-start",
                              "--tenant", "acme"], env={**os.environ, **env},
                             stdout=subprocess.PIPE, text=True)
     try:

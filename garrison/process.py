@@ -32,7 +32,7 @@ class WorkerProcess:
         self.starts += 1
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker", self.app_module],
+            [sys.executable, "-m", "garrison", "worker", self.app_module],
             env={**os.environ, **self.env, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.statechart.effect import Emitted, TimerRequest
+from pipeline.statechart.request import Emitted, TimerRequest
 
 __all__ = ["Step", "make_step"]
 

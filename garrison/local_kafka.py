@@ -26,9 +26,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import BrokerError
+from pipeline.errors import GarrisonError
 
-__all__ = ["KAFKA_VERSION", "LocalKafka", "BrokerStatus", "default_cache_dir", "default_state_dir"]
+__all__ = ["KAFKA_VERSION", "BrokerError", "BrokerStatus", "LocalKafka", "default_cache_dir",
+           "default_state_dir"]
 
 KAFKA_VERSION = "4.1.1"
 _LOG4J_VERSION = "2.24.3"
@@ -57,6 +58,10 @@ rootLogger.appenderRef.out.ref = OUT
 logger.started.name = kafka.server.KafkaRaftServer
 logger.started.level = INFO
 """
+
+
+class BrokerError(GarrisonError):
+    """The local Kafka broker could not be resolved, started or reached."""
 
 
 def default_cache_dir() -> Path:
@@ -346,7 +351,6 @@ class LocalKafka:
 
 
 async def _answers_metadata(bootstrap: str) -> bool:
-    # Imported here: the broker runner is an entry point, the core never needs aiokafka.
     from aiokafka import AIOKafkaClient
 
     client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)

@@ -2,11 +2,15 @@
 
 Example::
 
+    from garrison import Client, Settings
+
     async with Client(Settings()) as client:
         await client.send("acme", "order", "o-1", "order.placed", {"sku": "x"})
 
 Ids, tenant and instance are validated before anything is sent, so a bad call fails
-at once with :class:`InvalidAddress` or :class:`InvalidEvent` saying what to fix.
+at once with :class:`~pipeline.errors.InvalidAddress` or
+:class:`~pipeline.errors.InvalidEvent` saying what to fix. The client is the edge:
+it gives each event a new id (a uuid) and the current time unless the caller does.
 """
 
 from __future__ import annotations
@@ -19,42 +23,24 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from pipeline.address import Address
-from pipeline.envelope import Event, encode_event
+from agents.kafka import kafka_options
+from pipeline.envelope import Event, encode_event, new_event
 from pipeline.errors import InvalidEvent
-from pipeline.settings import KafkaSettings, Settings
+from pipeline.settings import Settings
 
-__all__ = ["Client", "kafka_options", "make_event"]
-
-
-def kafka_options(kafka: KafkaSettings) -> dict[str, Any]:
-    """aiokafka connection options from settings (security included)."""
-    opts: dict[str, Any] = {"bootstrap_servers": kafka.bootstrap,
-                            "security_protocol": kafka.security_protocol}
-    if kafka.sasl_mechanism is not None:
-        opts["sasl_mechanism"] = kafka.sasl_mechanism
-        opts["sasl_plain_username"] = kafka.sasl_username
-        opts["sasl_plain_password"] = (kafka.sasl_password.get_secret_value()
-                                       if kafka.sasl_password else None)
-    if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        from aiokafka.helpers import create_ssl_context
-
-        opts["ssl_context"] = create_ssl_context()
-    return opts
+__all__ = ["Client", "make_event"]
 
 
 def make_event(tenant: str, machine: str, instance: str, type: str, data: Any = None, *,
                id: str | None = None, source: str = "garrison.client",
                time_: datetime | None = None, parentid: str | None = None) -> Event:
-    """Build a validated event; a missing id or time is filled in here, at the edge."""
-    address = Address.checked(tenant, machine, instance)
-    if not type:
-        raise InvalidEvent("event type must be a non-empty string")
+    """A validated event; a missing id (a new uuid) or time (now) is filled in here, at
+    the edge."""
     if time_ is not None and time_.tzinfo is None:
         raise InvalidEvent("time must be timezone-aware (e.g. datetime.now(UTC))")
     moment = int((time_.timestamp() if time_ else time.time()) * 1000)
-    return Event(id or uuid.uuid4().hex, type, source, address.tenant, address.machine,
-                 address.instance, moment, data, parentid)
+    return new_event(tenant, machine, instance, type, data, id=id or uuid.uuid4().hex,
+                     time_ms=moment, source=source, parentid=parentid)
 
 
 class Client:
@@ -81,8 +67,8 @@ class Client:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None
-                        ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.stop()
 
     async def send(self, tenant: str, machine: str, instance: str, type: str,

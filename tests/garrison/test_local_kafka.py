@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from pipeline.broker import LocalKafka
+from garrison.local_kafka import LocalKafka
 from tests.conftest import TopicFactory
 
 
@@ -75,7 +75,7 @@ async def test_transactions_commit_and_abort(kafka_bootstrap: str,
 @pytest.mark.slow
 def test_cli_up_twice_status_down(tmp_path: Path) -> None:
     state = tmp_path / "cli-broker"
-    cmd = [sys.executable, "-m", "pipeline.cli", "kafka"]
+    cmd = [sys.executable, "-m", "garrison", "kafka"]
     opts = ["--state-dir", str(state), "--port", "0"]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:

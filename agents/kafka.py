@@ -1,0 +1,57 @@
+"""Kafka plumbing in one place: client options, the partitioner, aiokafka's tuning.
+
+Every garrison process that talks to Kafka builds its clients' connection options with
+:func:`kafka_options` and finds a key's partition with :func:`partition_of`, the
+default partitioner of the Java client and aiokafka (murmur2), which is what the
+events topic's layout is defined by.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka.partitioner import murmur2
+from aiokafka.producer import sender as aiokafka_sender
+
+from pipeline.settings import KafkaSettings
+
+__all__ = ["TXN_RETRY_BACKOFF_S", "kafka_options", "partition_of", "tune_transaction_retries"]
+
+# A transaction's first AddPartitionsToTxn often meets the previous transaction's
+# markers still being written and gets CONCURRENT_TRANSACTIONS; aiokafka retries it
+# after a fixed 20 ms (Kafka's Java client, likewise). Measured on the local broker:
+# back-to-back transactions took 39 ms at p50 with 20 ms, 13 ms with 2 ms. A group
+# commit starts its transaction right after the previous one, every time.
+TXN_RETRY_BACKOFF_S = 0.002
+
+
+def kafka_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """aiokafka connection options from settings (security included)."""
+    opts: dict[str, Any] = {"bootstrap_servers": kafka.bootstrap,
+                            "security_protocol": kafka.security_protocol}
+    if kafka.sasl_mechanism is not None:
+        opts["sasl_mechanism"] = kafka.sasl_mechanism
+        opts["sasl_plain_username"] = kafka.sasl_username
+        opts["sasl_plain_password"] = (kafka.sasl_password.get_secret_value()
+                                       if kafka.sasl_password else None)
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        opts["ssl_context"] = create_ssl_context()
+    return opts
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition the default partitioner (murmur2, as Java's and aiokafka's) gives
+    ``key`` in a topic of ``partitions`` partitions."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def tune_transaction_retries() -> None:
+    """Lower aiokafka's fixed retry delay for CONCURRENT_TRANSACTIONS (see
+    :data:`TXN_RETRY_BACKOFF_S`). A module constant of aiokafka's sender: called by the
+    worker at start, never at import."""
+    if "BACKOFF_OVERRIDE" not in vars(aiokafka_sender):
+        raise RuntimeError("aiokafka.producer.sender.BACKOFF_OVERRIDE is gone; this "
+                           "aiokafka release needs a new way to tune transaction retries")
+    aiokafka_sender.BACKOFF_OVERRIDE = TXN_RETRY_BACKOFF_S

@@ -1,0 +1,5 @@
+"""``python -m garrison``: the same as the ``garrison`` command."""
+
+from garrison.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,236 @@
+"""The ``garrison`` command line (also ``python -m garrison``).
+
+``garrison kafka up|down|status``  run a local Apache Kafka (no Docker needed)
+``garrison worker APP``            run a dispatch worker for the machines in module APP
+``garrison listen APP``            run APP's listeners on the state-change topic
+``garrison send ...``              send one event
+``garrison tail``                  follow state changes
+``garrison state get T M I``       read one instance's state from the worker's query API
+``garrison diagram APP MACHINE``   print a machine as a Mermaid state diagram
+
+``APP`` is a module path (``examples.chatbot.app``), optionally ``module:attribute``;
+without an attribute the module's one :class:`~pipeline.registry.Registry` is used.
+Settings come from ``GARRISON_*`` environment variables (see ``pipeline.settings``),
+read once per command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from garrison import __version__
+from garrison.local_kafka import LocalKafka
+from pipeline.errors import GarrisonError
+from pipeline.registry import Registry
+from pipeline.settings import Settings
+
+__all__ = ["cli", "load_registry", "main"]
+
+
+def load_registry(spec: str) -> Registry:
+    """Import ``module[:attr]`` and return its Registry."""
+    module_name, _, attr = spec.partition(":")
+    sys.path.insert(0, ".")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise GarrisonError(f"cannot import app module {module_name!r}: {exc}") from None
+    if attr:
+        found = getattr(module, attr, None)
+        if not isinstance(found, Registry):
+            raise GarrisonError(f"{spec} is not a pipeline.Registry")
+        return found
+    registries = [v for v in vars(module).values() if isinstance(v, Registry)]
+    if len(registries) != 1:
+        raise GarrisonError(f"module {module_name!r} defines {len(registries)} Registry "
+                            "objects; name one as MODULE:ATTRIBUTE")
+    return registries[0]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+             help=__doc__.split("\n\n")[0])
+@click.version_option(__version__, prog_name="garrison")
+def cli() -> None:
+    """The ``garrison`` command group."""
+
+
+@cli.command(help="Run a local single-node Apache Kafka (KRaft) without Docker.")
+@click.argument("action", type=click.Choice(["up", "down", "status"]))
+@click.option("--port", type=int, default=None,
+              help="listener port (default 9092; 0 picks a free one)")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+              help="data, config and pid folder (default ~/.cache/garrison/broker)")
+@click.option("--heap-mb", type=int, default=512, show_default=True)
+@click.option("--purge", is_flag=True, help="with down: delete the data")
+def kafka(action: str, port: int | None, state_dir: Path | None, heap_mb: int,
+          purge: bool) -> int:
+    local = LocalKafka(state_dir, port=port, heap_mb=heap_mb)
+    if action == "up":
+        before = local.status()
+        started = time.monotonic()
+        bootstrap = local.up()
+        if before.running:
+            click.echo(f"kafka is already running at {bootstrap} (pid {before.pid})")
+        else:
+            click.echo(f"kafka is up at {bootstrap} "
+                       f"(ready in {time.monotonic() - started:.1f} s)")
+            click.echo(f"  export GARRISON_KAFKA_BOOTSTRAP={bootstrap}")
+        return 0
+    if action == "down":
+        stopped = local.down(purge=purge)
+        click.echo("kafka stopped" if stopped else "kafka was not running")
+        if purge:
+            click.echo(f"removed {local.state_dir}")
+        return 0
+    status = local.status()
+    click.echo(status.describe())
+    return 0 if status.running else 3
+
+
+@cli.command(help="Run a dispatch worker for APP's machines.")
+@click.argument("app")
+def worker(app: str) -> int:
+    from agents.worker import run_worker
+
+    return run_worker(Settings(), load_registry(app))
+
+
+@cli.command(help="Run APP's listeners on the state-change topic.")
+@click.argument("app")
+def listen(app: str) -> int:
+    from agents.listeners import ListenerRunner
+
+    runner = ListenerRunner(Settings(), load_registry(app))
+    asyncio.run(runner.run())
+    return 0
+
+
+@cli.command(help="Send one event to TENANT's instance INSTANCE of MACHINE.")
+@click.argument("tenant")
+@click.argument("machine")
+@click.argument("instance")
+@click.argument("type")
+@click.option("--data", help="JSON payload")
+@click.option("--id", "event_id", help="event id (idempotency key); default a new uuid")
+def send(tenant: str, machine: str, instance: str, type: str, data: str | None,
+         event_id: str | None) -> int:
+    from garrison.client import Client
+
+    try:
+        payload = json.loads(data) if data else None
+    except json.JSONDecodeError as exc:
+        raise GarrisonError(f"--data is not JSON: {exc}") from None
+
+    async def go() -> str:
+        async with Client(Settings(), source="garrison.cli") as client:
+            return await client.send(tenant, machine, instance, type, payload, id=event_id)
+
+    click.echo(asyncio.run(go()))
+    return 0
+
+
+@cli.command(help="Follow state changes (read_committed).")
+@click.option("--tenant")
+@click.option("--machine")
+@click.option("--from-start", is_flag=True, help="from the oldest change kept")
+def tail(tenant: str | None, machine: str | None, from_start: bool) -> int:
+    from aiokafka import AIOKafkaConsumer
+
+    from agents.kafka import kafka_options
+
+    settings = Settings()
+
+    async def go() -> None:
+        consumer = AIOKafkaConsumer(settings.topics.state_changes,
+                                    **kafka_options(settings.kafka),
+                                    isolation_level="read_committed",
+                                    auto_offset_reset="earliest" if from_start else "latest")
+        await consumer.start()
+        try:
+            async for rec in consumer:
+                change = json.loads(rec.value)
+                if tenant and change["tenant"] != tenant:
+                    continue
+                if machine and change["machine"] != machine:
+                    continue
+                click.echo(json.dumps(change))
+        finally:
+            await consumer.stop()
+
+    asyncio.run(go())
+    return 0
+
+
+@cli.command(help="Read an instance's state from the worker's query API.")
+@click.argument("action", type=click.Choice(["get"]))
+@click.argument("tenant")
+@click.argument("machine")
+@click.argument("instance")
+@click.option("--host")
+@click.option("--port", type=int)
+def state(action: str, tenant: str, machine: str, instance: str, host: str | None,
+          port: int | None) -> int:
+    settings = Settings()
+    url = (f"http://{host or settings.web_host}:{port or settings.web_port}"
+           f"/state/{tenant}/{machine}/{instance}")
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - our own API
+            click.echo(json.dumps(json.loads(resp.read()), indent=2))
+            return 0
+    except urllib.error.HTTPError as exc:
+        click.echo(exc.read().decode(), err=True)
+        return 1
+    except urllib.error.URLError as exc:
+        raise GarrisonError(f"no worker answers at {url}: {exc.reason}") from None
+
+
+@cli.command(help="Print MACHINE of APP as a Mermaid state diagram.")
+@click.argument("app")
+@click.argument("machine")
+@click.option("--version", "version", type=int,
+              help="a registered version; default the latest")
+def diagram(app: str, machine: str, version: int | None) -> int:
+    from pipeline.diagram import mermaid
+
+    registry = load_registry(app)
+    if version is None:
+        behaviour = registry.latest(machine)
+    else:
+        versions = registry.versions(machine)
+        if version not in versions:
+            known = ", ".join(f"v{v}" for v in sorted(versions)) or "none"
+            raise GarrisonError(f"machine {machine!r} has no version {version}; "
+                                f"registered: {known}")
+        behaviour = versions[version]
+    click.echo(mermaid(behaviour), nl=False)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``garrison`` console script: the command's exit status; a
+    :class:`GarrisonError` is one line on stderr and status 2."""
+    try:
+        result: Any = cli.main(args=list(argv) if argv is not None else None,
+                               prog_name="garrison", standalone_mode=False)
+    except GarrisonError as exc:
+        click.echo(f"garrison: {exc}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,186 @@
+"""The per-record decision, without Kafka: every verdict and every dead-letter stage.
+
+``apply_record`` gets a consumed record and a loader, and returns what to store and
+what to produce; here the loader is a dict of records and nothing is sent anywhere.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from pipeline import ChartMachine, Contract, Machine, Registry, StateChange
+from pipeline.address import Address
+from pipeline.deadletter import DeadLetter
+from pipeline.decision import Applied, Rules, apply_record
+from pipeline.envelope import decode_event
+from pipeline.ids import timer_event_id
+from pipeline.record import Record, load_record
+from pipeline.settings import Topics
+from pipeline.statechart import Chart
+from pipeline.step import TTL_TIMER
+from tests.samples import consumed, counter_machine, event, pinger_machine
+
+TOPICS = Topics.of("app")
+ADDRESS = Address("acme", "counter", "c1")
+
+
+def _set_machine() -> Machine[dict[str, Any]]:
+    m: Machine[dict[str, Any]] = Machine("bag")
+
+    @m.on("bag.filled")
+    def filled(config: Any, state: dict[str, Any], event: Any) -> dict[str, Any]:
+        return {"items": {1, 2}}  # a set is not JSON
+
+    return m
+
+
+def _chart_machine() -> ChartMachine:
+    chart = Chart({"id": "door", "initial": "shut",
+                   "states": {"shut": {"on": {"open": "open"}}, "open": {}}})
+    return ChartMachine(chart, Contract(init="door.made", accepts={"door.made": None,
+                                                                   "open": None}))
+
+
+REG = Registry([counter_machine(ttl=timedelta(seconds=60)), pinger_machine(),
+                _set_machine(), _chart_machine()])
+RULES = Rules(REG, TOPICS)
+
+
+class Store:
+    """The loader apply_record reads through, and the store the lane would write."""
+
+    def __init__(self) -> None:
+        self.records: dict[Address, Record | None] = {}
+
+    def load(self, address: Address) -> Record | None:
+        return self.records.get(address)
+
+    def apply(self, rec: Any) -> Applied:
+        applied = apply_record(RULES, self.load, rec)
+        if applied.outcome is not None:
+            assert applied.address is not None
+            self.records[applied.address] = applied.outcome.record
+            stored = applied.stored
+            assert (stored is None) == (applied.outcome.record is None)
+            if stored is not None:
+                assert load_record(stored) == applied.outcome.record
+        return applied
+
+
+def _dead_letter(applied: Applied, rec: Any, stage: str, text: str) -> None:
+    assert applied.verdict == "rejected"
+    assert applied.outcome is None and applied.stored is None
+    assert (applied.stage, text in applied.reason) == (stage, True), applied.reason
+    [out] = applied.outputs
+    assert (out.topic, out.key, out.value) == (TOPICS.dlq, rec.key, rec.value)
+    headers = DeadLetter.read_headers(out.headers)
+    assert headers["garrison.stage"] == stage
+    assert headers["garrison.reason"] == applied.reason
+    assert (headers["garrison.topic"], headers["garrison.partition"],
+            headers["garrison.offset"]) == (rec.topic, str(rec.partition), str(rec.offset))
+
+
+def test_an_applied_event_stores_the_record_and_publishes_its_change() -> None:
+    store = Store()
+    applied = store.apply(consumed(event(data={"amount": 4})))
+    assert (applied.verdict, applied.address) == ("applied", ADDRESS)
+    [out] = applied.outputs
+    assert (out.topic, out.key, out.partition) == (TOPICS.state_changes, b"acme", None)
+    change = StateChange.from_json(out.value or b"")
+    assert (change.seq, change.prev, change.state["total"]) == (1, None, 4)
+    again = store.apply(consumed(event(id="e2", data={"amount": 1}), offset=1))
+    assert StateChange.from_json(again.outputs[0].value or b"").seq == 2
+
+
+def test_emitted_events_go_to_the_events_topic_keyed_by_tenant() -> None:
+    applied = Store().apply(consumed(event("counter.ping", {}, id="p1")))
+    change, sent = applied.outputs
+    assert change.topic == TOPICS.state_changes
+    assert (sent.topic, sent.key) == (TOPICS.events, b"acme")
+    emitted = decode_event(sent.value, fallback_time_ms=0)
+    assert (emitted.id, emitted.machine, emitted.parentid) == ("p1/e0", "pinger", "p1")
+
+
+def test_a_duplicate_produces_and_stores_nothing() -> None:
+    store = Store()
+    store.apply(consumed(event()))
+    applied = store.apply(consumed(event(), offset=1))
+    assert applied == Applied("duplicate", ADDRESS, reason="event id 'e1' was applied already")
+
+
+def test_a_firing_of_a_timer_no_longer_armed_is_stale() -> None:
+    store = Store()
+    store.apply(consumed(event("counter.alarm", {"seconds": 5})))
+    due = 1_700_000_000_000 + 5_000
+    fire = event("x", id=timer_event_id("alarm", due), time_ms=due, timer="alarm")
+    store.apply(consumed(event("counter.snooze", id="s"), offset=1))
+    applied = store.apply(consumed(fire, offset=2))
+    assert (applied.verdict, applied.outputs, applied.outcome) == ("stale", (), None)
+
+
+def test_ttl_rearms_silently_then_expires_with_a_null_state() -> None:
+    store = Store()
+    store.apply(consumed(event(time_ms=0)))
+    store.apply(consumed(event(id="e2", time_ms=30_000), offset=1))
+    first = timer_event_id(TTL_TIMER, 60_000)
+    rearmed = store.apply(consumed(event("x", id=first, time_ms=60_000, timer=TTL_TIMER),
+                                   offset=2))
+    assert (rearmed.verdict, rearmed.outputs) == ("rearmed", ())
+    assert rearmed.outcome is not None and rearmed.stored is not None
+    later = timer_event_id(TTL_TIMER, 90_000)
+    expired = store.apply(consumed(event("x", id=later, time_ms=90_000, timer=TTL_TIMER),
+                                   offset=3))
+    assert (expired.verdict, expired.stored) == ("expired", None)
+    change = StateChange.from_json(expired.outputs[0].value or b"")
+    assert (change.event_type, change.state, change.seq) == ("garrison.expired", None, 3)
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (None, "tombstone"),
+    (b"{not json", "value is not JSON"),
+    (b"[1, 2]", "expected a CloudEvent object"),
+    (b'{"specversion": "1.0", "id": "x"}', "missing CloudEvents attribute(s): source, type"),
+    (orjson.dumps({"specversion": "1.0", "id": "x", "source": "s", "type": "t",
+                   "tenant": "a/b", "machine": "m", "instance": "i"}), "contains '/'"),
+])
+def test_undecodable_records_are_dead_letters_of_stage_decode(value: bytes | None,
+                                                              text: str) -> None:
+    rec = consumed(value, key=b"k", offset=7, partition=3)
+    _dead_letter(Store().apply(rec), rec, "decode", text)
+
+
+@pytest.mark.parametrize(("ev", "stage", "text"), [
+    (event(machine="ghost"), "route", "no machine named 'ghost'"),
+    (event("counter.nope"), "route", "has no reducer for 'counter.nope'"),
+    (event(data={"amount": 5000}), "contract", "less than or equal to 1000"),
+    (event("counter.broken"), "reducer", "RuntimeError: this reducer always fails"),
+    (event("counter.corrupt"), "state", "does not fit Counter"),
+    (event("bag.filled", machine="bag"), "output", "not JSON"),
+    (event("open", machine="door"), "route", "start it with 'door.made'"),
+])
+def test_each_refusal_is_a_dead_letter_with_its_stage(ev: Any, stage: str, text: str) -> None:
+    rec = consumed(ev, offset=11)
+    _dead_letter(Store().apply(rec), rec, stage, text)
+
+
+def test_a_transition_the_chart_cannot_take_is_a_dead_letter_of_stage_transition() -> None:
+    store = Store()
+    made = store.apply(consumed(event("door.made", machine="door")))
+    assert made.verdict == "applied"
+    store.apply(consumed(event("open", machine="door", id="o1"), offset=1))
+    rec = consumed(event("open", machine="door", id="o2"), offset=2)
+    _dead_letter(store.apply(rec), rec, "transition", "'open' is not enabled")
+
+
+def test_a_rejection_leaves_the_stored_record_as_it_was() -> None:
+    store = Store()
+    store.apply(consumed(event(data={"amount": 2})))
+    before = store.records[ADDRESS]
+    store.apply(consumed(event("counter.broken", id="b"), offset=1))
+    assert store.records[ADDRESS] is before
+    after = store.apply(consumed(event(id="e3", data={"amount": 1}), offset=2))
+    assert StateChange.from_json(after.outputs[0].value or b"").seq == 2
