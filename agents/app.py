@@ -71,8 +71,9 @@ class _Transport(faust_aiokafka.Transport):
 
 
 class _Recovery(Recovery):  # type: ignore[misc]
-    async def _build_highwaters(self, consumer: Any, tps: set[TP], destination: Any,
-                                title: str) -> None:
+    async def _build_highwaters(
+        self, consumer: Any, tps: set[TP], destination: Any, title: str
+    ) -> None:
         await super()._build_highwaters(consumer, tps, destination, title)
         # Our changelogs are written in transactions: recover up to the last committed
         # data record, not up to the trailing commit marker (see tables.changelog).
@@ -85,8 +86,9 @@ class _Recovery(Recovery):  # type: ignore[misc]
         if destination is self.active_highwaters:
             await self._bulk_restore(options, found)
 
-    async def _bulk_restore(self, options: dict[str, Any],
-                            ends: dict[tuple[str, int], int]) -> None:
+    async def _bulk_restore(
+        self, options: dict[str, Any], ends: dict[tuple[str, int], int]
+    ) -> None:
         """Restore active partitions ourselves, in whole write batches; Faust then finds
         its persisted offsets at the end and has nothing left to replay (its own path
         handles one record at a time: measured 332 s for a million instances)."""
@@ -99,16 +101,14 @@ class _Recovery(Recovery):  # type: ignore[misc]
                 done = store.changelog_offset(partition)
                 ranges[(topic, partition)] = (0 if done is None else done + 1, end)
 
-        def write(topic: str, partition: int, writes: dict[bytes, bytes | None],
-                  last: int) -> None:
+        def write(topic: str, partition: int, writes: dict[bytes, bytes | None], last: int) -> None:
             stores[topic].write(partition, writes)
             stores[topic].set_changelog_offset(partition, last)
 
         started = time.monotonic()
         count = await restore(options, ranges, write)
         if count:
-            log.info("restored %d changelog records in %.1f s", count,
-                     time.monotonic() - started)
+            log.info("restored %d changelog records in %.1f s", count, time.monotonic() - started)
 
 
 class _TableManager(TableManager):  # type: ignore[misc]
@@ -163,25 +163,42 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
     )
     app.settings = settings
     app.registry = registry
-    state = app.Table("state", key_type=bytes, value_type=bytes, partitions=partitions,
-                      help="instance records by (tenant, machine, instance)")
-    timers = app.Table("timers", key_type=bytes, value_type=bytes, partitions=partitions,
-                       help="timer index: due time, instance, name")
+    state = app.Table(
+        "state",
+        key_type=bytes,
+        value_type=bytes,
+        partitions=partitions,
+        help="instance records by (tenant, machine, instance)",
+    )
+    timers = app.Table(
+        "timers",
+        key_type=bytes,
+        value_type=bytes,
+        partitions=partitions,
+        help="timer index: due time, instance, name",
+    )
     for table in (state, timers):
         # Keys and values are our own bytes (tables.keys, pipeline.record); "raw" also
         # makes Faust's request router hash a tenant key as the producers' partitioner does.
         table.key_serializer = table.value_serializer = "raw"
     app.state_store = PartitionStore(state, settings.rocksdb)
     app.timer_store = PartitionStore(timers, settings.rocksdb)
-    app.dispatcher = Dispatcher(settings, registry, app.state_store, app.timer_store,
-                                group_id=settings.app)
+    app.dispatcher = Dispatcher(
+        settings, registry, app.state_store, app.timer_store, group_id=settings.app
+    )
+
     @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
     async def _revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
-        await app.dispatcher.revoke({tp.partition for tp in revoked
-                                     if tp.topic == topics.events})
+        await app.dispatcher.revoke({tp.partition for tp in revoked if tp.topic == topics.events})
 
-    events = app.topic(topics.events, key_type=bytes, value_type=bytes,
-                       key_serializer="raw", value_serializer="raw", partitions=partitions)
+    events = app.topic(
+        topics.events,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+    )
 
     @app.agent(events, name="dispatch")
     async def dispatch(stream: Any) -> None:
@@ -215,8 +232,9 @@ def _add_timer_delivery(app: GarrisonApp) -> None:
                 due_now.add(entry.key)
                 if entry.key in seen:
                     continue
-                await app.producer.send(settings.topics.events, entry.tenant, entry.firing,
-                                        partition, None, None)
+                await app.producer.send(
+                    settings.topics.events, entry.tenant, entry.firing, partition, None, None
+                )
                 seen.add(entry.key)
             seen &= due_now  # forget firings the dispatcher has consumed
 
@@ -240,20 +258,29 @@ def _add_query_api(app: GarrisonApp) -> None:
 
     @app.page("/state/{tenant}/{machine}/{instance}")
     @app.table_route(table=state_table, match_info="tenant")
-    async def get_instance(view: web.View, request: web.Request, tenant: str, machine: str,
-                           instance: str) -> web.Response:
+    async def get_instance(
+        view: web.View, request: web.Request, tenant: str, machine: str, instance: str
+    ) -> web.Response:
         try:
             key = encode_key(tenant, machine, instance)
         except InvalidAddress as exc:
             return view.json({"error": str(exc)}, status=400)
         raw = app.state_store.get(_partition(app, tenant), key)
         if raw is None:
-            return view.json({"error": f"no instance {tenant}/{machine}/{instance}"},
-                             status=404)
+            return view.json({"error": f"no instance {tenant}/{machine}/{instance}"}, status=404)
         rec = load_record(raw)
-        return view.json({"tenant": tenant, "machine": machine, "instance": instance,
-                          "seq": rec.seq, "version": rec.version, "state": rec.state,
-                          "updated_ms": rec.updated_ms, "expires_ms": rec.expires_ms})
+        return view.json(
+            {
+                "tenant": tenant,
+                "machine": machine,
+                "instance": instance,
+                "seq": rec.seq,
+                "version": rec.version,
+                "state": rec.state,
+                "updated_ms": rec.updated_ms,
+                "expires_ms": rec.expires_ms,
+            }
+        )
 
     @app.page("/state/{tenant}")
     @app.table_route(table=state_table, match_info="tenant")
@@ -261,11 +288,17 @@ def _add_query_api(app: GarrisonApp) -> None:
         limit = min(int(request.query.get("limit", "100")), 1000)
         machine = request.query.get("machine")
         out = []
-        for key, value in app.state_store.scan_prefix(_partition(app, tenant),
-                                                     tenant_prefix(tenant, machine)):
+        for key, value in app.state_store.scan_prefix(
+            _partition(app, tenant), tenant_prefix(tenant, machine)
+        ):
             address = decode_key(key)
-            out.append({"machine": address.machine, "instance": address.instance,
-                        "seq": load_record(value).seq})
+            out.append(
+                {
+                    "machine": address.machine,
+                    "instance": address.instance,
+                    "seq": load_record(value).seq,
+                }
+            )
             if len(out) >= limit:
                 break
         return view.json({"tenant": tenant, "instances": out})

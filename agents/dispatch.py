@@ -66,8 +66,13 @@ class DispatchStats:
 
 
 _COUNTER: dict[Verdict, str] = {
-    "applied": "applied", "duplicate": "duplicates", "stale": "stale",
-    "rearmed": "rearmed", "expired": "expired", "rejected": "dead_letters"}
+    "applied": "applied",
+    "duplicate": "duplicates",
+    "stale": "stale",
+    "rearmed": "rearmed",
+    "expired": "expired",
+    "rejected": "dead_letters",
+}
 
 
 class _Lane:
@@ -93,12 +98,17 @@ class _Lane:
     async def start(self) -> None:
         s = self.d.settings
         self.producer = AIOKafkaProducer(
-            **kafka_options(s.kafka), transactional_id=f"{s.app}.dispatch.{self.partition}",
-            enable_idempotence=True, acks="all", linger_ms=2,
+            **kafka_options(s.kafka),
+            transactional_id=f"{s.app}.dispatch.{self.partition}",
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=2,
             # The offsets of a new transaction can meet the previous one's still being
             # completed (CONCURRENT_TRANSACTIONS); retry soon, not in 100 ms.
             retry_backoff_ms=10,
-            max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024)
+            max_batch_size=512 * 1024,
+            max_request_size=4 * 1024 * 1024,
+        )
         await self.producer.start()  # init_transactions: fences a previous owner
         # After init_transactions no older owner can commit: the stored offset is final.
         stored = self.d.state.get(self.partition, OFFSET_KEY)
@@ -136,8 +146,7 @@ class _Lane:
                         await asyncio.wait({in_flight})
                         continue
                     chunk = await self._next(until=in_flight)
-                elif current.count < size and (left := current.opened + linger
-                                               - loop.time()) > 0:
+                elif current.count < size and (left := current.opened + linger - loop.time()) > 0:
                     chunk = await self._next(timeout=left)
                 else:
                     if committing is not None and not committing.result():
@@ -166,8 +175,9 @@ class _Lane:
             log.exception("dispatch of partition %d failed; stopping", self.partition)
             self.d.fail()
 
-    async def _next(self, *, until: asyncio.Task[bool] | None = None,
-                    timeout: float | None = None) -> Sequence[Any] | None:
+    async def _next(
+        self, *, until: asyncio.Task[bool] | None = None, timeout: float | None = None
+    ) -> Sequence[Any] | None:
         """The next fetched chunk; None if ``until`` finishes or ``timeout`` passes first.
         (A cancelled ``Queue.get`` leaves its item in the queue: nothing is lost.)"""
         if self.spill:
@@ -206,8 +216,11 @@ class _Lane:
         assert producer is not None
         if not self.counts:
             self.counts[""] = len(await producer.partitions_for(d.settings.topics.events))
-        return _Prepared(StateBatch(d.state, d.timers, self.partition, parent),
-                         Outbox(producer, self.partition, self.counts), opened=now)
+        return _Prepared(
+            StateBatch(d.state, d.timers, self.partition, parent),
+            Outbox(producer, self.partition, self.counts),
+            opened=now,
+        )
 
     async def _prepare(self, prepared: _Prepared, records: Sequence[Any]) -> None:
         """Apply ``records`` to the batch's state and queue every output record (the
@@ -260,8 +273,11 @@ class _Lane:
                 now = asyncio.get_running_loop().time()
                 if now - self.offsets_at >= d.settings.offset_commit_interval_ms / 1000:
                     self.offsets_at = now
-                    offsets = asyncio.ensure_future(producer.send_offsets_to_transaction(
-                        {self.tp: prepared.next_offset}, d.group_id))
+                    offsets = asyncio.ensure_future(
+                        producer.send_offsets_to_transaction(
+                            {self.tp: prepared.next_offset}, d.group_id
+                        )
+                    )
                 try:
                     written = await out.flush()
                 finally:
@@ -303,8 +319,14 @@ class _Prepared:
 class Dispatcher:
     """Owns the lanes of the partitions this worker is assigned."""
 
-    def __init__(self, settings: Settings, registry: Registry, state: PartitionStore,
-                 timers: PartitionStore, group_id: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        state: PartitionStore,
+        timers: PartitionStore,
+        group_id: str,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.state = state

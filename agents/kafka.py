@@ -27,13 +27,16 @@ TXN_RETRY_BACKOFF_S = 0.002
 
 def kafka_options(kafka: KafkaSettings) -> dict[str, Any]:
     """aiokafka connection options from settings (security included)."""
-    opts: dict[str, Any] = {"bootstrap_servers": kafka.bootstrap,
-                            "security_protocol": kafka.security_protocol}
+    opts: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap,
+        "security_protocol": kafka.security_protocol,
+    }
     if kafka.sasl_mechanism is not None:
         opts["sasl_mechanism"] = kafka.sasl_mechanism
         opts["sasl_plain_username"] = kafka.sasl_username
-        opts["sasl_plain_password"] = (kafka.sasl_password.get_secret_value()
-                                       if kafka.sasl_password else None)
+        opts["sasl_plain_password"] = (
+            kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
+        )
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
         from aiokafka.helpers import create_ssl_context
 
@@ -52,6 +55,8 @@ def tune_transaction_retries() -> None:
     :data:`TXN_RETRY_BACKOFF_S`). A module constant of aiokafka's sender: called by the
     worker at start, never at import."""
     if "BACKOFF_OVERRIDE" not in vars(aiokafka_sender):
-        raise RuntimeError("aiokafka.producer.sender.BACKOFF_OVERRIDE is gone; this "
-                           "aiokafka release needs a new way to tune transaction retries")
+        raise RuntimeError(
+            "aiokafka.producer.sender.BACKOFF_OVERRIDE is gone; this "
+            "aiokafka release needs a new way to tune transaction retries"
+        )
     aiokafka_sender.BACKOFF_OVERRIDE = TXN_RETRY_BACKOFF_S

@@ -62,14 +62,19 @@ class _Job:
 class ListenerRunner:
     """Runs a registry's listeners over the state-change stream until stopped."""
 
-    def __init__(self, settings: Settings, registry: Registry, *,
-                 group_id: str | None = None, max_queue: int = 1000) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        *,
+        group_id: str | None = None,
+        max_queue: int = 1000,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.group_id = group_id or f"{settings.app}.listeners"
         self.stats = ListenerStats()
-        self._queues = {lst.name: asyncio.Queue[_Job](max_queue)
-                        for lst in registry.listeners}
+        self._queues = {lst.name: asyncio.Queue[_Job](max_queue) for lst in registry.listeners}
         self._pending: dict[TopicPartition, deque[_Pending]] = {}
         self._by_offset: dict[tuple[TopicPartition, int], _Pending] = {}
         self._stop = asyncio.Event()
@@ -81,14 +86,21 @@ class ListenerRunner:
         opts = kafka_options(self.settings.kafka)
         self._producer = AIOKafkaProducer(**opts, enable_idempotence=True, linger_ms=5)
         self._consumer = AIOKafkaConsumer(
-            **opts, group_id=self.group_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", isolation_level="read_committed")
+            **opts,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
         await self._producer.start()
-        self._consumer.subscribe([self.settings.topics.state_changes],
-                                 listener=_CommitOnRevoke(self))
+        self._consumer.subscribe(
+            [self.settings.topics.state_changes], listener=_CommitOnRevoke(self)
+        )
         await self._consumer.start()
-        workers = [asyncio.create_task(self._work(lst), name=f"listener:{lst.name}")
-                   for lst in self.registry.listeners]
+        workers = [
+            asyncio.create_task(self._work(lst), name=f"listener:{lst.name}")
+            for lst in self.registry.listeners
+        ]
         try:
             while not self._stop.is_set():
                 batch = await self._consumer.getmany(timeout_ms=200, max_records=500)
@@ -122,9 +134,13 @@ class ListenerRunner:
                 if lst.matches(change):
                     matched.append(lst)
             except Exception as exc:  # noqa: BLE001 - a user predicate raised
-                await self._dead(tp, rec, "listener",
-                                 f"condition of {lst.name!r} raised {type(exc).__name__}: "
-                                 f"{exc}", lst.name)
+                await self._dead(
+                    tp,
+                    rec,
+                    "listener",
+                    f"condition of {lst.name!r} raised {type(exc).__name__}: {exc}",
+                    lst.name,
+                )
         self._track(tp, rec.offset, len(matched))
         job = _Job(tp, rec.offset, rec, change)
         for lst in matched:
@@ -152,16 +168,23 @@ class ListenerRunner:
         config = self._config(change.machine)
         counter = iter(range(1_000_000))  # ids of this run's sends; reset per attempt
 
-        async def send(machine: str, instance: str, type: str, data: Any = None, *,
-                       id: str | None = None) -> str:
-            event = new_event(change.tenant, machine, instance, type, data,
-                              id=id or listener_send_id(change.event_id, lst.name,
-                                                        next(counter)),
-                              time_ms=int(time.time() * 1000),
-                              source=f"garrison.listener/{lst.name}")
+        async def send(
+            machine: str, instance: str, type: str, data: Any = None, *, id: str | None = None
+        ) -> str:
+            event = new_event(
+                change.tenant,
+                machine,
+                instance,
+                type,
+                data,
+                id=id or listener_send_id(change.event_id, lst.name, next(counter)),
+                time_ms=int(time.time() * 1000),
+                source=f"garrison.listener/{lst.name}",
+            )
             assert self._producer is not None
-            await self._producer.send_and_wait(self.settings.topics.events,
-                                               encode_event(event), key=event.tenant.encode())
+            await self._producer.send_and_wait(
+                self.settings.topics.events, encode_event(event), key=event.tenant.encode()
+            )
             self.stats.sent += 1
             return event.id
 
@@ -169,8 +192,9 @@ class ListenerRunner:
         for attempt in range(lst.retries + 1):
             counter = iter(range(1_000_000))  # so a retry re-sends with the same ids
             try:
-                await lst.run(change, ListenerContext(self.registry.services, config, send,
-                                                      attempt))
+                await lst.run(
+                    change, ListenerContext(self.registry.services, config, send, attempt)
+                )
                 self.stats.runs[lst.name] = self.stats.runs.get(lst.name, 0) + 1
                 return
             except asyncio.CancelledError:
@@ -179,23 +203,31 @@ class ListenerRunner:
                 error = exc
                 self.stats.failures[lst.name] = self.stats.failures.get(lst.name, 0) + 1
                 if attempt < lst.retries:
-                    await asyncio.sleep(lst.backoff_s * (2 ** attempt))
-        await self._dead(job.tp, job.raw, "listener",
-                         f"listener {lst.name!r} failed {lst.retries + 1} times; last: "
-                         f"{type(error).__name__}: {error}", lst.name)
+                    await asyncio.sleep(lst.backoff_s * (2**attempt))
+        await self._dead(
+            job.tp,
+            job.raw,
+            "listener",
+            f"listener {lst.name!r} failed {lst.retries + 1} times; last: "
+            f"{type(error).__name__}: {error}",
+            lst.name,
+        )
 
     def _config(self, machine: str) -> Any:
         found = self.registry.machines.get(machine)
         return getattr(found, "config", None)
 
-    async def _dead(self, tp: TopicPartition, rec: Any, stage: str, reason: str,
-                    listener: str | None = None) -> None:
+    async def _dead(
+        self, tp: TopicPartition, rec: Any, stage: str, reason: str, listener: str | None = None
+    ) -> None:
         extra = (("garrison.listener", listener),) if listener else ()
-        letter = DeadLetter(rec.key, rec.value, stage, reason, tp.topic, tp.partition,
-                            rec.offset, extra)
+        letter = DeadLetter(
+            rec.key, rec.value, stage, reason, tp.topic, tp.partition, rec.offset, extra
+        )
         assert self._producer is not None
-        await self._producer.send_and_wait(self.settings.topics.dlq, letter.value,
-                                           key=letter.key, headers=letter.headers())
+        await self._producer.send_and_wait(
+            self.settings.topics.dlq, letter.value, key=letter.key, headers=letter.headers()
+        )
         self.stats.dead_letters += 1
         log.warning("dead letter from %s: %s", stage, reason)
 

@@ -31,8 +31,9 @@ class Outbox:
     inside the batch's transaction, sends everything.
     """
 
-    def __init__(self, producer: AIOKafkaProducer, partition: int,
-                 partition_counts: dict[str, int]) -> None:
+    def __init__(
+        self, producer: AIOKafkaProducer, partition: int, partition_counts: dict[str, int]
+    ) -> None:
         self._producer = producer
         self._partition = partition
         self._counts = partition_counts
@@ -48,8 +49,15 @@ class Outbox:
             return self._partition
         return partition_of(key, count)
 
-    def add(self, topic: str, key: bytes | None, value: bytes | None,
-            headers: Headers | None = None, *, partition: int | None = None) -> None:
+    def add(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None = None,
+        *,
+        partition: int | None = None,
+    ) -> None:
         """Queue one record (to ``partition``, or routed by key like the producer)."""
         if partition is None:
             if topic not in self._counts:
@@ -65,8 +73,10 @@ class Outbox:
             self._full.append((where, builder))
             builder = self._builders[where] = self._producer.create_batch()
             if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
-                raise ValueError(f"a record for {topic} is larger than the producer's "
-                                 "batch size; raise max_batch_size")
+                raise ValueError(
+                    f"a record for {topic} is larger than the producer's "
+                    "batch size; raise max_batch_size"
+                )
 
     async def route(self) -> None:
         """Look up the partition counts the unrouted records wait for, and queue them."""
@@ -91,6 +101,7 @@ class Outbox:
         last: dict[tuple[str, int], int] = {}
         for topic, partition, count, future in shipped:
             meta = await future
-            last[(topic, partition)] = max(last.get((topic, partition), -1),
-                                           meta.offset + count - 1)
+            last[(topic, partition)] = max(
+                last.get((topic, partition), -1), meta.offset + count - 1
+            )
         return last

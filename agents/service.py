@@ -14,7 +14,6 @@ instance skips. Service topics are created by the worker (declared with ``topics
 a chart machine) or by :func:`agents.topics.ensure_topics`.
 """
 
-
 from __future__ import annotations
 
 import asyncio
@@ -60,8 +59,17 @@ def reply_to(command: Event, type: str, data: Any, *, source: str) -> Event:
     """The answer to ``command``: same tenant, machine and instance, ``parentid`` = its
     id, an id derived from its id (so a redelivered answer is a duplicate) and the
     current time (services are at the edge; they may read the clock)."""
-    return Event(reply_id(command.id), type, source, command.tenant, command.machine,
-                 command.instance, int(time.time() * 1000), data, command.id)
+    return Event(
+        reply_id(command.id),
+        type,
+        source,
+        command.tenant,
+        command.machine,
+        command.instance,
+        int(time.time() * 1000),
+        data,
+        command.id,
+    )
 
 
 async def _answer(service: Service, command: Event) -> Event | None:
@@ -71,8 +79,11 @@ async def _answer(service: Service, command: Event) -> Event | None:
         if inspect.isawaitable(result):
             result = await result
     except Exception as exc:  # noqa: BLE001 - a failed command becomes an error event
-        data = ServiceError(errorName=type(exc).__name__, errorMessage=str(exc),
-                            errorStack="".join(traceback.format_exception(exc)[-3:]))
+        data = ServiceError(
+            errorName=type(exc).__name__,
+            errorMessage=str(exc),
+            errorStack="".join(traceback.format_exception(exc)[-3:]),
+        )
         return reply_to(command, error_event_type(command.type), data.model_dump(), source=source)
     if result is None:
         return None
@@ -80,15 +91,25 @@ async def _answer(service: Service, command: Event) -> Event | None:
     return reply_to(command, kind, data, source=source)
 
 
-async def serve(service: Service, settings: Settings, *, ready: asyncio.Event | None = None,
-                from_start: bool = True) -> None:
+async def serve(
+    service: Service,
+    settings: Settings,
+    *,
+    ready: asyncio.Event | None = None,
+    from_start: bool = True,
+) -> None:
     """Run ``service`` until cancelled. ``ready`` is set once the consumer owns its
     partitions and knows where it starts reading (``from_start=False``: only commands
     sent after that point)."""
     opts = kafka_options(settings.kafka)
-    consumer = AIOKafkaConsumer(service.topic, **opts, group_id=f"{settings.app}.{service.name}",
-                                enable_auto_commit=False, isolation_level="read_committed",
-                                auto_offset_reset="earliest" if from_start else "latest")
+    consumer = AIOKafkaConsumer(
+        service.topic,
+        **opts,
+        group_id=f"{settings.app}.{service.name}",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest" if from_start else "latest",
+    )
     producer = AIOKafkaProducer(**opts, enable_idempotence=True, linger_ms=2)
     await consumer.start()
     await producer.start()
@@ -111,9 +132,13 @@ async def serve(service: Service, settings: Settings, *, ready: asyncio.Event | 
                         continue
                     answer = await _answer(service, command)
                     if answer is not None:
-                        sends.append(await producer.send(settings.topics.events,
-                                                         encode_event(answer),
-                                                         key=answer.tenant.encode()))
+                        sends.append(
+                            await producer.send(
+                                settings.topics.events,
+                                encode_event(answer),
+                                key=answer.tenant.encode(),
+                            )
+                        )
             if sends:
                 await asyncio.gather(*sends)
             if batch:

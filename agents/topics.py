@@ -41,8 +41,9 @@ async def ensure_topics(settings: Settings, extra: Iterable[str] = ()) -> None:
         await admin.close()
 
 
-async def _wait_for_leaders(options: dict[str, object], names: list[str], partitions: int,
-                            timeout_s: float = 30.0) -> None:
+async def _wait_for_leaders(
+    options: dict[str, object], names: list[str], partitions: int, timeout_s: float = 30.0
+) -> None:
     """New partitions answer NotLeaderForPartition until their leader serves them; wait
     until every partition answers a ListOffsets request, so the first produce and fetch
     do not fail and retry."""
@@ -52,8 +53,9 @@ async def _wait_for_leaders(options: dict[str, object], names: list[str], partit
     noisy.disabled = True  # the retries below are expected, not worth a log line
     try:
         await consumer.start()
-        await consumer.end_offsets([TopicPartition(name, p) for name in names
-                                    for p in range(partitions)])
+        await consumer.end_offsets(
+            [TopicPartition(name, p) for name in names for p in range(partitions)]
+        )
     finally:
         await consumer.stop()
         noisy.disabled = was

@@ -50,8 +50,9 @@ def _tune_gc(threshold: int) -> None:
 def run_worker(settings: Settings, registry: Registry) -> int:
     """Create the topics, build the app and run a Faust worker in this process."""
     tune_transaction_retries()
-    declared = service_topics(machine for name in registry.machines
-                              for machine in registry.versions(name).values())
+    declared = service_topics(
+        machine for name in registry.machines for machine in registry.versions(name).values()
+    )
     asyncio.run(ensure_topics(settings, declared))
     app = create_app(settings, registry)
 

@@ -264,8 +264,12 @@ async def _bench(
 
         print(f"transactions: {s['transactions_s']:.0f} s each way ...", flush=True)
         report.transactions = await measure_transactions(
-            run.bootstrap, run.app, lanes=run.partitions, records=50,
-            seconds=s["transactions_s"], broker_pid=broker_pid,
+            run.bootstrap,
+            run.app,
+            lanes=run.partitions,
+            records=50,
+            seconds=s["transactions_s"],
+            broker_pid=broker_pid,
         )
     if "quixstreams" in report.skipped or "kafka_streams" in report.skipped:
         report.notes.append("skipped systems have no figure in the results file")
@@ -304,8 +308,13 @@ async def _garrison_extras(
                 flush=True,
             )
             report.latencies[share] = await measure_latency(
-                run.bootstrap, run.app, workload, run.partitions, rate=rate,
-                seconds=s["latency_s"], cpu_seconds=worker.cpu_seconds
+                run.bootstrap,
+                run.app,
+                workload,
+                run.partitions,
+                rate=rate,
+                seconds=s["latency_s"],
+                cpu_seconds=worker.cpu_seconds,
             )
     if "restore" in args.parts:
         print(

@@ -186,8 +186,11 @@ class Report:
                 f"{lat.warmup_s:.0f} s left out): p50 {_num(lat.p50_ms, 1)} ms, p99 "
                 f"{_num(lat.p99_ms, 1)} ms, max {_num(lat.max_ms, 1)} ms "
                 f"({lat.received:,}/{lat.sent:,} state changes seen)"
-                + ("" if lat.worker_cpu is None else
-                   f"; the worker used {lat.worker_cpu:.0%} of a core")
+                + (
+                    ""
+                    if lat.worker_cpu is None
+                    else f"; the worker used {lat.worker_cpu:.0%} of a core"
+                )
             )
         sc = self.statechart
         if sc:
@@ -203,17 +206,22 @@ class Report:
             out.append(line)
         tx = self.transactions
         if tx:
+
             def way(name: str) -> str:
                 broker = tx.get(f"{name}_broker_cpu_ms_per_batch")
-                return (f"{tx[f'{name}_batches_per_s']:,.0f} batches/s, "
-                        f"{tx[f'{name}_client_cpu_ms_per_batch']:.2f} ms client CPU"
-                        + ("" if broker is None else f" + {broker:.2f} ms broker CPU")
-                        + " each")
+                return (
+                    f"{tx[f'{name}_batches_per_s']:,.0f} batches/s, "
+                    f"{tx[f'{name}_client_cpu_ms_per_batch']:.2f} ms client CPU"
+                    + ("" if broker is None else f" + {broker:.2f} ms broker CPU")
+                    + " each"
+                )
 
-            line = (f"transactions ({tx['txn_lanes']:.0f} lanes, batches of "
-                    f"{tx['txn_records_per_batch']:.0f} records): in a transaction "
-                    f"{way('txn')}; idempotent, no transaction {way('plain')}; CPU per "
-                    f"batch x{tx['txn_vs_plain_client_cpu']:.2f} client")
+            line = (
+                f"transactions ({tx['txn_lanes']:.0f} lanes, batches of "
+                f"{tx['txn_records_per_batch']:.0f} records): in a transaction "
+                f"{way('txn')}; idempotent, no transaction {way('plain')}; CPU per "
+                f"batch x{tx['txn_vs_plain_client_cpu']:.2f} client"
+            )
             if "txn_vs_plain_broker_cpu" in tx:
                 line += f", x{tx['txn_vs_plain_broker_cpu']:.2f} broker"
             out.append(line)

@@ -216,8 +216,9 @@ def _interface(run: Run, output: str, group: str, state_dir: Path) -> list[str]:
 BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 
 
-def _script(path: Path, python: Path | str = sys.executable
-            ) -> Callable[[Run, str, str, Path], tuple[list[str], dict[str, str]]]:
+def _script(
+    path: Path, python: Path | str = sys.executable
+) -> Callable[[Run, str, str, Path], tuple[list[str], dict[str, str]]]:
     def command(
         run: Run, output: str, group: str, state_dir: Path
     ) -> tuple[list[str], dict[str, str]]:
@@ -239,8 +240,8 @@ def _check_quix() -> str | None:
     if not BENCH_PYTHON.exists():
         return f"{BENCH_PYTHON.relative_to(ROOT)} is missing; bench/run creates it"
     probe = subprocess.run(
-        [str(BENCH_PYTHON), "-c", "import quixstreams"], capture_output=True, text=True,
-        check=False)
+        [str(BENCH_PYTHON), "-c", "import quixstreams"], capture_output=True, text=True, check=False
+    )
     if probe.returncode != 0:
         last = (probe.stderr.strip().splitlines() or ["?"])[-1]
         return f"`import quixstreams` fails ({last}); add bench/requirements-bench.txt"

@@ -36,10 +36,20 @@ __all__ = ["measure_transactions"]
 _VALUE = b'{"tenant":"t1","machine":"counter","instance":"i1","seq":2,"state":{"n":2}}'
 
 
-async def _lane(bootstrap: str, topics: list[str], partition: int, records: int,
-                transactional: bool, until: float) -> int:
-    options: dict[str, Any] = {"bootstrap_servers": bootstrap, "acks": "all",
-                               "enable_idempotence": True, "linger_ms": 2}
+async def _lane(
+    bootstrap: str,
+    topics: list[str],
+    partition: int,
+    records: int,
+    transactional: bool,
+    until: float,
+) -> int:
+    options: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 2,
+    }
     if transactional:
         options["transactional_id"] = f"bench-txn-{uuid.uuid4().hex[:8]}-{partition}"
     producer = AIOKafkaProducer(**options)
@@ -64,8 +74,9 @@ async def _lane(bootstrap: str, topics: list[str], partition: int, records: int,
     return batches
 
 
-async def measure_transactions(bootstrap: str, prefix: str, *, lanes: int, records: int,
-                               seconds: float, broker_pid: int | None) -> dict[str, float]:
+async def measure_transactions(
+    bootstrap: str, prefix: str, *, lanes: int, records: int, seconds: float, broker_pid: int | None
+) -> dict[str, float]:
     """Figures of both ways (``txn_*``, ``plain_*``) and their ratios."""
     tune_transaction_retries()  # as the worker does
     topics = [f"{prefix}.txn-bench-state-changes", f"{prefix}.txn-bench-changelog"]
@@ -74,8 +85,9 @@ async def measure_transactions(bootstrap: str, prefix: str, *, lanes: int, recor
 
     async def produce(transactional: bool, for_s: float) -> int:
         until = time.monotonic() + for_s
-        counts = await asyncio.gather(*(
-            _lane(bootstrap, topics, p, records, transactional, until) for p in range(lanes)))
+        counts = await asyncio.gather(
+            *(_lane(bootstrap, topics, p, records, transactional, until) for p in range(lanes))
+        )
         return sum(counts)
 
     # Unmeasured first, both ways: a broker started moments ago (--only transactions)
@@ -92,11 +104,13 @@ async def measure_transactions(bootstrap: str, prefix: str, *, lanes: int, recor
         broker1 = broker_cpu() if broker_cpu else None
         if broker0 is not None and broker1 is not None:
             out[f"{name}_broker_cpu_ms_per_batch"] = 1000 * (broker1 - broker0) / batches
-    out["txn_vs_plain_client_cpu"] = (out["txn_client_cpu_ms_per_batch"]
-                                      / out["plain_client_cpu_ms_per_batch"])
+    out["txn_vs_plain_client_cpu"] = (
+        out["txn_client_cpu_ms_per_batch"] / out["plain_client_cpu_ms_per_batch"]
+    )
     if "txn_broker_cpu_ms_per_batch" in out and "plain_broker_cpu_ms_per_batch" in out:
-        out["txn_vs_plain_broker_cpu"] = (out["txn_broker_cpu_ms_per_batch"]
-                                          / out["plain_broker_cpu_ms_per_batch"])
+        out["txn_vs_plain_broker_cpu"] = (
+            out["txn_broker_cpu_ms_per_batch"] / out["plain_broker_cpu_ms_per_batch"]
+        )
     out["txn_records_per_batch"] = float(2 * records)
     out["txn_lanes"] = float(lanes)
     return out

@@ -53,13 +53,16 @@ def load_registry(spec: str) -> Registry:
         return found
     registries = [v for v in vars(module).values() if isinstance(v, Registry)]
     if len(registries) != 1:
-        raise GarrisonError(f"module {module_name!r} defines {len(registries)} Registry "
-                            "objects; name one as MODULE:ATTRIBUTE")
+        raise GarrisonError(
+            f"module {module_name!r} defines {len(registries)} Registry "
+            "objects; name one as MODULE:ATTRIBUTE"
+        )
     return registries[0]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]},
-             help=__doc__.split("\n\n")[0])
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]}, help=__doc__.split("\n\n")[0]
+)
 @click.version_option(__version__, prog_name="garrison")
 def cli() -> None:
     """The ``garrison`` command group."""
@@ -67,14 +70,18 @@ def cli() -> None:
 
 @cli.command(help="Run a local single-node Apache Kafka (KRaft) without Docker.")
 @click.argument("action", type=click.Choice(["up", "down", "status"]))
-@click.option("--port", type=int, default=None,
-              help="listener port (default 9092; 0 picks a free one)")
-@click.option("--state-dir", type=click.Path(path_type=Path), default=None,
-              help="data, config and pid folder (default ~/.cache/garrison/broker)")
+@click.option(
+    "--port", type=int, default=None, help="listener port (default 9092; 0 picks a free one)"
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="data, config and pid folder (default ~/.cache/garrison/broker)",
+)
 @click.option("--heap-mb", type=int, default=512, show_default=True)
 @click.option("--purge", is_flag=True, help="with down: delete the data")
-def kafka(action: str, port: int | None, state_dir: Path | None, heap_mb: int,
-          purge: bool) -> int:
+def kafka(action: str, port: int | None, state_dir: Path | None, heap_mb: int, purge: bool) -> int:
     local = LocalKafka(state_dir, port=port, heap_mb=heap_mb)
     if action == "up":
         before = local.status()
@@ -83,8 +90,7 @@ def kafka(action: str, port: int | None, state_dir: Path | None, heap_mb: int,
         if before.running:
             click.echo(f"kafka is already running at {bootstrap} (pid {before.pid})")
         else:
-            click.echo(f"kafka is up at {bootstrap} "
-                       f"(ready in {time.monotonic() - started:.1f} s)")
+            click.echo(f"kafka is up at {bootstrap} (ready in {time.monotonic() - started:.1f} s)")
             click.echo(f"  export GARRISON_KAFKA_BOOTSTRAP={bootstrap}")
         return 0
     if action == "down":
@@ -123,8 +129,9 @@ def listen(app: str) -> int:
 @click.argument("type")
 @click.option("--data", help="JSON payload")
 @click.option("--id", "event_id", help="event id (idempotency key); default a new uuid")
-def send(tenant: str, machine: str, instance: str, type: str, data: str | None,
-         event_id: str | None) -> int:
+def send(
+    tenant: str, machine: str, instance: str, type: str, data: str | None, event_id: str | None
+) -> int:
     from garrison.client import Client
 
     try:
@@ -152,10 +159,12 @@ def tail(tenant: str | None, machine: str | None, from_start: bool) -> int:
     settings = Settings()
 
     async def go() -> None:
-        consumer = AIOKafkaConsumer(settings.topics.state_changes,
-                                    **kafka_options(settings.kafka),
-                                    isolation_level="read_committed",
-                                    auto_offset_reset="earliest" if from_start else "latest")
+        consumer = AIOKafkaConsumer(
+            settings.topics.state_changes,
+            **kafka_options(settings.kafka),
+            isolation_level="read_committed",
+            auto_offset_reset="earliest" if from_start else "latest",
+        )
         await consumer.start()
         try:
             async for rec in consumer:
@@ -179,11 +188,14 @@ def tail(tenant: str | None, machine: str | None, from_start: bool) -> int:
 @click.argument("instance")
 @click.option("--host")
 @click.option("--port", type=int)
-def state(action: str, tenant: str, machine: str, instance: str, host: str | None,
-          port: int | None) -> int:
+def state(
+    action: str, tenant: str, machine: str, instance: str, host: str | None, port: int | None
+) -> int:
     settings = Settings()
-    url = (f"http://{host or settings.web_host}:{port or settings.web_port}"
-           f"/state/{tenant}/{machine}/{instance}")
+    url = (
+        f"http://{host or settings.web_host}:{port or settings.web_port}"
+        f"/state/{tenant}/{machine}/{instance}"
+    )
     try:
         with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - our own API
             click.echo(json.dumps(json.loads(resp.read()), indent=2))
@@ -198,8 +210,7 @@ def state(action: str, tenant: str, machine: str, instance: str, host: str | Non
 @cli.command(help="Print MACHINE of APP as a Mermaid state diagram.")
 @click.argument("app")
 @click.argument("machine")
-@click.option("--version", "version", type=int,
-              help="a registered version; default the latest")
+@click.option("--version", "version", type=int, help="a registered version; default the latest")
 def diagram(app: str, machine: str, version: int | None) -> int:
     from pipeline.diagram import mermaid
 
@@ -210,8 +221,9 @@ def diagram(app: str, machine: str, version: int | None) -> int:
         versions = registry.versions(machine)
         if version not in versions:
             known = ", ".join(f"v{v}" for v in sorted(versions)) or "none"
-            raise GarrisonError(f"machine {machine!r} has no version {version}; "
-                                f"registered: {known}")
+            raise GarrisonError(
+                f"machine {machine!r} has no version {version}; registered: {known}"
+            )
         behaviour = versions[version]
     click.echo(mermaid(behaviour), nl=False)
     return 0
@@ -221,8 +233,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``garrison`` console script: the command's exit status; a
     :class:`GarrisonError` is one line on stderr and status 2."""
     try:
-        result: Any = cli.main(args=list(argv) if argv is not None else None,
-                               prog_name="garrison", standalone_mode=False)
+        result: Any = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="garrison",
+            standalone_mode=False,
+        )
     except GarrisonError as exc:
         click.echo(f"garrison: {exc}", err=True)
         return 2

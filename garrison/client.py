@@ -31,16 +31,34 @@ from pipeline.settings import Settings
 __all__ = ["Client", "make_event"]
 
 
-def make_event(tenant: str, machine: str, instance: str, type: str, data: Any = None, *,
-               id: str | None = None, source: str = "garrison.client",
-               time_: datetime | None = None, parentid: str | None = None) -> Event:
+def make_event(
+    tenant: str,
+    machine: str,
+    instance: str,
+    type: str,
+    data: Any = None,
+    *,
+    id: str | None = None,
+    source: str = "garrison.client",
+    time_: datetime | None = None,
+    parentid: str | None = None,
+) -> Event:
     """A validated event; a missing id (a new uuid) or time (now) is filled in here, at
     the edge."""
     if time_ is not None and time_.tzinfo is None:
         raise InvalidEvent("time must be timezone-aware (e.g. datetime.now(UTC))")
     moment = int((time_.timestamp() if time_ else time.time()) * 1000)
-    return new_event(tenant, machine, instance, type, data, id=id or uuid.uuid4().hex,
-                     time_ms=moment, source=source, parentid=parentid)
+    return new_event(
+        tenant,
+        machine,
+        instance,
+        type,
+        data,
+        id=id or uuid.uuid4().hex,
+        time_ms=moment,
+        source=source,
+        parentid=parentid,
+    )
 
 
 class Client:
@@ -53,8 +71,9 @@ class Client:
 
     async def start(self) -> None:
         """Connect the producer."""
-        self._producer = AIOKafkaProducer(**kafka_options(self._settings.kafka),
-                                          enable_idempotence=True, linger_ms=5)
+        self._producer = AIOKafkaProducer(
+            **kafka_options(self._settings.kafka), enable_idempotence=True, linger_ms=5
+        )
         await self._producer.start()
 
     async def stop(self) -> None:
@@ -67,27 +86,43 @@ class Client:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.stop()
 
-    async def send(self, tenant: str, machine: str, instance: str, type: str,
-                   data: Any = None, *, id: str | None = None, time: datetime | None = None,
-                   wait: bool = True) -> str:
+    async def send(
+        self,
+        tenant: str,
+        machine: str,
+        instance: str,
+        type: str,
+        data: Any = None,
+        *,
+        id: str | None = None,
+        time: datetime | None = None,
+        wait: bool = True,
+    ) -> str:
         """Send one event and return its id. ``wait=False`` returns once it is queued
         (call :meth:`flush` before relying on delivery)."""
-        event = make_event(tenant, machine, instance, type, data, id=id, source=self._source,
-                           time_=time)
+        event = make_event(
+            tenant, machine, instance, type, data, id=id, source=self._source, time_=time
+        )
         await self.send_event(event, wait=wait)
         return event.id
 
-    async def send_event(self, event: Event, *, wait: bool = True,
-                         topic: str | None = None) -> None:
+    async def send_event(
+        self, event: Event, *, wait: bool = True, topic: str | None = None
+    ) -> None:
         """Send a prepared event (to ``topic``, default the events topic)."""
         if self._producer is None:
             raise RuntimeError("Client is not started; use `async with Client(settings)`")
-        future = await self._producer.send(topic or self._settings.topics.events,
-                                           encode_event(event), key=event.tenant.encode())
+        future = await self._producer.send(
+            topic or self._settings.topics.events, encode_event(event), key=event.tenant.encode()
+        )
         if wait:
             await future
 

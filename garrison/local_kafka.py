@@ -28,8 +28,14 @@ from pathlib import Path
 
 from pipeline.errors import GarrisonError
 
-__all__ = ["KAFKA_VERSION", "BrokerError", "BrokerStatus", "LocalKafka", "default_cache_dir",
-           "default_state_dir"]
+__all__ = [
+    "KAFKA_VERSION",
+    "BrokerError",
+    "BrokerStatus",
+    "LocalKafka",
+    "default_cache_dir",
+    "default_state_dir",
+]
 
 KAFKA_VERSION = "4.1.1"
 _LOG4J_VERSION = "2.24.3"
@@ -181,8 +187,14 @@ class LocalKafka:
         work = self.lib_dir.parent
         work.mkdir(parents=True, exist_ok=True)
         (work / "pom.xml").write_text(_POM.format(kafka=self.version, log4j=_LOG4J_VERSION))
-        cmd = [mvn, "-q", "-B", "dependency:copy-dependencies", "-DincludeScope=runtime",
-               f"-DoutputDirectory={self.lib_dir}"]
+        cmd = [
+            mvn,
+            "-q",
+            "-B",
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={self.lib_dir}",
+        ]
         done = subprocess.run(cmd, cwd=work, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             tail = (done.stdout + done.stderr)[-2000:]
@@ -191,8 +203,10 @@ class LocalKafka:
                 f"Check that Maven Central is reachable. Maven said:\n{tail}"
             )
         if not any(self.lib_dir.glob(f"kafka_2.13-{self.version}.jar")):
-            raise BrokerError(f"Maven finished but kafka_2.13-{self.version}.jar is missing "
-                              f"from {self.lib_dir}; delete {work} and try again.")
+            raise BrokerError(
+                f"Maven finished but kafka_2.13-{self.version}.jar is missing "
+                f"from {self.lib_dir}; delete {work} and try again."
+            )
         marker.write_text(self.version)
         return self.lib_dir
 
@@ -225,12 +239,23 @@ class LocalKafka:
         self._format(java, lib)
         log = open(self.state_dir / "broker.log", "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
-            [java, f"-Xmx{self.heap_mb}m", f"-Xms{min(self.heap_mb, 256)}m", "-XX:+UseG1GC",
-             "-Djava.awt.headless=true",
-             f"-Dlog4j2.configurationFile={self.state_dir / 'log4j2.properties'}",
-             "-cp", f"{lib}/*", "kafka.Kafka", str(self.state_dir / "server.properties")],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=self.state_dir,
+            [
+                java,
+                f"-Xmx{self.heap_mb}m",
+                f"-Xms{min(self.heap_mb, 256)}m",
+                "-XX:+UseG1GC",
+                "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={self.state_dir / 'log4j2.properties'}",
+                "-cp",
+                f"{lib}/*",
+                "kafka.Kafka",
+                str(self.state_dir / "server.properties"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=self.state_dir,
         )
         log.close()
         (self.state_dir / "broker.pid").write_text(str(proc.pid))
@@ -309,13 +334,24 @@ class LocalKafka:
         data = self.state_dir / "data"
         if (data / "meta.properties").exists():
             return  # formatted before: keep the topics of the last run
-        cmd = [java, "-cp", f"{lib}/*", "kafka.tools.StorageTool", "format", "--standalone",
-               "--ignore-formatted", "-t", uuid.uuid4().hex[:22],
-               "-c", str(self.state_dir / "server.properties")]
+        cmd = [
+            java,
+            "-cp",
+            f"{lib}/*",
+            "kafka.tools.StorageTool",
+            "format",
+            "--standalone",
+            "--ignore-formatted",
+            "-t",
+            uuid.uuid4().hex[:22],
+            "-c",
+            str(self.state_dir / "server.properties"),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise BrokerError(f"formatting KRaft storage in {data} failed:\n"
-                              f"{(done.stdout + done.stderr)[-2000:]}")
+            raise BrokerError(
+                f"formatting KRaft storage in {data} failed:\n{(done.stdout + done.stderr)[-2000:]}"
+            )
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], bootstrap: str) -> None:
         noisy = logging.getLogger("aiokafka")
@@ -330,17 +366,21 @@ class LocalKafka:
         last = "no answer yet"
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise BrokerError(f"kafka exited with code {proc.returncode} while starting; "
-                                  f"last lines of {self.state_dir / 'broker.log'}:\n"
-                                  f"{self._log_tail()}")
+                raise BrokerError(
+                    f"kafka exited with code {proc.returncode} while starting; "
+                    f"last lines of {self.state_dir / 'broker.log'}:\n"
+                    f"{self._log_tail()}"
+                )
             try:
                 if asyncio.run(_answers_metadata(bootstrap)):
                     return
             except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
                 last = repr(exc)
             time.sleep(0.3)
-        raise BrokerError(f"kafka did not answer a metadata request at {bootstrap} within "
-                          f"{_READY_TIMEOUT_S:.0f}s ({last}); log tail:\n{self._log_tail()}")
+        raise BrokerError(
+            f"kafka did not answer a metadata request at {bootstrap} within "
+            f"{_READY_TIMEOUT_S:.0f}s ({last}); log tail:\n{self._log_tail()}"
+        )
 
     def _log_tail(self) -> str:
         try:

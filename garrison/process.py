@@ -33,8 +33,12 @@ class WorkerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "garrison", "worker", self.app_module],
-            env={**os.environ, **self.env, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            env={**os.environ, **self.env, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
 
     def kill(self) -> None:

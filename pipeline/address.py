@@ -40,7 +40,8 @@ def check_id(kind: str, value: object) -> str:
         raise InvalidAddress(f"{kind} id is empty; give 1 to {MAX_ID_LENGTH} characters")
     if len(value) > MAX_ID_LENGTH:
         raise InvalidAddress(
-            f"{kind} id is {len(value)} characters long; the limit is {MAX_ID_LENGTH}")
+            f"{kind} id is {len(value)} characters long; the limit is {MAX_ID_LENGTH}"
+        )
     bad = next(ch for ch in value if _ALLOWED.fullmatch(ch) is None)
     raise InvalidAddress(f"{kind} id {value!r} contains {bad!r}; allowed: {_ALLOWED_TEXT}")
 
@@ -55,5 +56,6 @@ class Address(NamedTuple):
     @classmethod
     def checked(cls, tenant: object, machine: object, instance: object) -> Address:
         """Build an address, validating all three ids."""
-        return cls(check_id("tenant", tenant), check_id("machine", machine),
-                   check_id("instance", instance))
+        return cls(
+            check_id("tenant", tenant), check_id("machine", machine), check_id("instance", instance)
+        )

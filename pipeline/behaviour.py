@@ -41,12 +41,14 @@ class Behaviour(Protocol):
         """State after ``event``; raises a :class:`Rejected` subclass to refuse it."""
 
 
-def migration_registrar(migrations: dict[int, Migration], version: int, from_version: int,
-                        label: str) -> Callable[[Migration], Migration]:
+def migration_registrar(
+    migrations: dict[int, Migration], version: int, from_version: int, label: str
+) -> Callable[[Migration], Migration]:
     """The decorator behind ``migrate(from_version)`` of every machine kind."""
     if from_version >= version:
         raise InvalidDefinition(
-            f"{label}: can only migrate from an older version, not v{from_version}")
+            f"{label}: can only migrate from an older version, not v{from_version}"
+        )
 
     def register(fn: Migration) -> Migration:
         migrations[from_version] = fn

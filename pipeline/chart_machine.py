@@ -76,14 +76,20 @@ class ChartMachine:
     the service topics the chart may send commands to.
     """
 
-    def __init__(self, chart: Chart, contract: Contract, *, name: str | None = None,
-                 version: int | None = None, ttl: timedelta | None = None,
-                 topics: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        chart: Chart,
+        contract: Contract,
+        *,
+        name: str | None = None,
+        version: int | None = None,
+        ttl: timedelta | None = None,
+        topics: Iterable[str] = (),
+    ) -> None:
         if not isinstance(chart, Chart):
             raise InvalidDefinition(f"ChartMachine needs a Chart, got {type(chart).__name__}")
         if not isinstance(contract, Contract):
-            raise InvalidDefinition(
-                f"ChartMachine needs a Contract, got {type(contract).__name__}")
+            raise InvalidDefinition(f"ChartMachine needs a Contract, got {type(contract).__name__}")
         self.name = name or chart.name
         try:
             check_id("machine", self.name)
@@ -93,8 +99,10 @@ class ChartMachine:
         if chosen is None:
             chosen = 1
         if not isinstance(chosen, int) or isinstance(chosen, bool) or chosen < 1:
-            raise InvalidDefinition(f"machine {self.name!r}: version must be an int >= 1, "
-                                    f"got {chosen!r} (pass version=)")
+            raise InvalidDefinition(
+                f"machine {self.name!r}: version must be an int >= 1, "
+                f"got {chosen!r} (pass version=)"
+            )
         self.version: int = chosen
         self.ttl_ms = None if ttl is None else int(ttl.total_seconds() * 1000)
         if self.ttl_ms is not None and self.ttl_ms <= 0:
@@ -105,7 +113,8 @@ class ChartMachine:
             if not isinstance(topic, str) or _TOPIC.fullmatch(topic) is None:
                 raise InvalidDefinition(
                     f"machine {self.name!r}: {topic!r} is not a Kafka topic name "
-                    "(1 to 249 letters, digits, '.', '_', '-')")
+                    "(1 to 249 letters, digits, '.', '_', '-')"
+                )
         self.chart = chart
         self.contract = contract
         self._label = f"machine {self.name!r} v{self.version}"
@@ -119,17 +128,21 @@ class ChartMachine:
         if undeclared:
             raise InvalidDefinition(
                 f"{self._label}: the chart handles {', '.join(map(repr, undeclared))} but "
-                "the contract does not declare it; add its payload model to accepts=")
+                "the contract does not declare it; add its payload model to accepts="
+            )
         unhandled = sorted(declared - listened - {self.contract.init})
         if unhandled:
             raise InvalidDefinition(
                 f"{self._label}: the contract accepts {', '.join(map(repr, unhandled))} "
-                "but no transition of the chart handles it; remove it or add a transition")
+                "but no transition of the chart handles it; remove it or add a transition"
+            )
         if self.contract.output is not None and not any(
-                node.kind == "final" for node in self._nodes.values()):
+            node.kind == "final" for node in self._nodes.values()
+        ):
             raise InvalidDefinition(
                 f"{self._label}: the contract declares an output but the chart has no "
-                "final state, so it never completes")
+                "final state, so it never completes"
+            )
 
     @property
     def event_types(self) -> frozenset[str]:
@@ -150,7 +163,10 @@ class ChartMachine:
         if event.type != init:
             raise UnknownEventType(
                 f"instance does not exist; start it with {init!r} ({self._label} got "
-                f"{event.type!r})", event_type=event.type, data=event.data)
+                f"{event.type!r})",
+                event_type=event.type,
+                data=event.data,
+            )
         data = self.contract.payload(event.type, event.data, machine=self._label)
         return self._effects(self.chart.start(data, (event.type, data)), event.type)
 
@@ -159,13 +175,18 @@ class ChartMachine:
         if isinstance(state, dict) and state.get("status") == "done":
             raise TransitionNotAllowed(
                 f"{self._label} instance is done (output {_describe(state.get('output'))})"
-                f"; it accepts no more events", event_type=event.type, data=event.data,
-                value=state.get("value"))
+                f"; it accepts no more events",
+                event_type=event.type,
+                data=event.data,
+                value=state.get("value"),
+            )
         if event.type.startswith(_INTERNAL):
             if event.timer is None:
                 raise UnknownEventType(
-                    f"{event.type!r} is an interpreter event; only garrison's timers "
-                    "deliver it", event_type=event.type, data=event.data)
+                    f"{event.type!r} is an interpreter event; only garrison's timers deliver it",
+                    event_type=event.type,
+                    data=event.data,
+                )
             data = None
         else:
             data = self.contract.payload(event.type, event.data, machine=self._label)
@@ -176,12 +197,19 @@ class ChartMachine:
 
     # -- internals ----------------------------------------------------------------------
 
-    def _not_allowed(self, state: dict[str, Any], event_type: str, data: Any
-                     ) -> TransitionNotAllowed:
+    def _not_allowed(
+        self, state: dict[str, Any], event_type: str, data: Any
+    ) -> TransitionNotAllowed:
         value = state.get("value")
         where = f"{self._label} in state {_describe(value)}"
-        enabled = sorted({t for sid in self.chart.active_state_ids(state)
-                          for t in self._nodes[sid].on if not t.startswith(_INTERNAL)})
+        enabled = sorted(
+            {
+                t
+                for sid in self.chart.active_state_ids(state)
+                for t in self._nodes[sid].on
+                if not t.startswith(_INTERNAL)
+            }
+        )
         if event_type == self.contract.init and event_type not in enabled:
             reason = f"{where}: the instance exists already; {event_type!r} only starts one"
         elif event_type in enabled:
@@ -189,8 +217,10 @@ class ChartMachine:
         elif event_type.startswith(_INTERNAL):
             reason = f"{where}: timer {event_type!r} is no longer awaited"
         else:
-            reason = (f"{where}: {event_type!r} is not enabled; enabled now: "
-                      f"{', '.join(enabled) or 'none'}")
+            reason = (
+                f"{where}: {event_type!r} is not enabled; enabled now: "
+                f"{', '.join(enabled) or 'none'}"
+            )
         return TransitionNotAllowed(reason, event_type=event_type, data=data, value=value)
 
     def _effects(self, step: Step, event_type: str) -> tuple[Any, tuple[Effect, ...]]:
@@ -198,13 +228,19 @@ class ChartMachine:
         for request in step.timers:
             try:
                 if isinstance(request, TimerSet):
-                    effects.append(SetTimer(request.key, request.event_type,
-                                            after=timedelta(milliseconds=request.delay_ms)))
+                    effects.append(
+                        SetTimer(
+                            request.key,
+                            request.event_type,
+                            after=timedelta(milliseconds=request.delay_ms),
+                        )
+                    )
                 elif isinstance(request, TimerCancel):
                     effects.append(CancelTimer(request.key))
             except GarrisonError as exc:
-                raise ReducerFailed(f"{self._label}: timer {request.key!r}: {exc}",
-                                    event_type=event_type) from None
+                raise ReducerFailed(
+                    f"{self._label}: timer {request.key!r}: {exc}", event_type=event_type
+                ) from None
         snapshot = step.snapshot
         if snapshot.get("status") == "done":
             output = self.contract.completed(snapshot.get("output"), event_type=event_type)
@@ -219,17 +255,21 @@ class ChartMachine:
             if to is None:
                 return Emit(emitted.type, data)
             if to.startswith(MACHINE_TARGET):
-                machine, _, instance = to[len(MACHINE_TARGET):].partition("/")
+                machine, _, instance = to[len(MACHINE_TARGET) :].partition("/")
                 return Emit(emitted.type, data, machine=machine, instance=instance or None)
             if to not in self.topics:
                 declared = ", ".join(sorted(self.topics)) or "none"
                 raise InvalidDefinition(
                     f"target {to!r} is neither '{MACHINE_TARGET}<name>[/<instance>]' nor a "
-                    f"topic declared in topics= (declared: {declared})")
+                    f"topic declared in topics= (declared: {declared})"
+                )
             return Emit(emitted.type, data, topic=to)
         except GarrisonError as exc:
-            raise ReducerFailed(f"{self._label} emitted {emitted.type!r}: {exc}",
-                                event_type=event_type, data=emitted.data) from None
+            raise ReducerFailed(
+                f"{self._label} emitted {emitted.type!r}: {exc}",
+                event_type=event_type,
+                data=emitted.data,
+            ) from None
 
 
 def service_topics(behaviours: Iterable[object]) -> frozenset[str]:

@@ -62,8 +62,9 @@ class ServiceError(BaseModel):
 
 def _check_model(where: str, model: Any) -> None:
     if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
-        raise InvalidDefinition(f"{where} must be a pydantic BaseModel subclass or None, "
-                                f"got {model!r}")
+        raise InvalidDefinition(
+            f"{where} must be a pydantic BaseModel subclass or None, got {model!r}"
+        )
 
 
 def _check_types(where: str, models: Mapping[str, Model]) -> dict[str, Model]:
@@ -71,12 +72,14 @@ def _check_types(where: str, models: Mapping[str, Model]) -> dict[str, Model]:
         raise InvalidDefinition(f"contract {where} must be a dict of event type -> model")
     for event_type, model in models.items():
         if not isinstance(event_type, str) or not event_type:
-            raise InvalidDefinition(f"contract {where}: event type {event_type!r} must be a "
-                                    "non-empty string")
+            raise InvalidDefinition(
+                f"contract {where}: event type {event_type!r} must be a non-empty string"
+            )
         if event_type.startswith("xstate."):
             raise InvalidDefinition(
                 f"contract {where}: {event_type!r} is an interpreter event (timers, done "
-                "states); garrison delivers those itself, do not declare them")
+                "states); garrison delivers those itself, do not declare them"
+            )
         _check_model(f"contract {where}[{event_type!r}]", model)
     return dict(models)
 
@@ -84,14 +87,20 @@ def _check_types(where: str, models: Mapping[str, Model]) -> dict[str, Model]:
 def _validate(model: Model, data: Any, what: str, event_type: str) -> Any:
     if model is None:
         if data is not None:
-            raise ContractViolation(f"{what} {event_type!r} carries no data by contract; "
-                                    f"got {data!r}", event_type=event_type, data=data)
+            raise ContractViolation(
+                f"{what} {event_type!r} carries no data by contract; got {data!r}",
+                event_type=event_type,
+                data=data,
+            )
         return None
     try:
         return model.model_validate(data).model_dump(mode="json")
     except ValidationError as exc:
-        raise ContractViolation(f"{what} {event_type!r} does not fit {model.__name__}: "
-                                f"{explain(exc)}", event_type=event_type, data=data) from None
+        raise ContractViolation(
+            f"{what} {event_type!r} does not fit {model.__name__}: {explain(exc)}",
+            event_type=event_type,
+            data=data,
+        ) from None
 
 
 class Contract:
@@ -104,14 +113,21 @@ class Contract:
     Validated data is passed on in its normalised JSON form (defaults filled in).
     """
 
-    def __init__(self, *, init: str, accepts: Mapping[str, Model],
-                 emits: Mapping[str, Model] | None = None, output: Model = None) -> None:
+    def __init__(
+        self,
+        *,
+        init: str,
+        accepts: Mapping[str, Model],
+        emits: Mapping[str, Model] | None = None,
+        output: Model = None,
+    ) -> None:
         self._accepts = _check_types("accepts", accepts)
         self._emits = _check_types("emits", emits or {})
         if init not in self._accepts:
             raise InvalidDefinition(
                 f"contract init {init!r} is not in accepts; declare its payload model there "
-                f"(accepts: {', '.join(sorted(self._accepts)) or 'none'})")
+                f"(accepts: {', '.join(sorted(self._accepts)) or 'none'})"
+            )
         _check_model("contract output", output)
         self.init = init
         self.output = output
@@ -132,7 +148,10 @@ class Contract:
         if event_type not in self._accepts:
             raise UnknownEventType(
                 f"{machine} does not accept {event_type!r}; its contract accepts: "
-                f"{', '.join(sorted(self._accepts))}", event_type=event_type, data=data)
+                f"{', '.join(sorted(self._accepts))}",
+                event_type=event_type,
+                data=data,
+            )
         return _validate(self._accepts[event_type], data, "payload of", event_type)
 
     def emitted(self, event_type: str, data: Any, *, machine: str = "machine") -> Any:
@@ -141,7 +160,9 @@ class Contract:
             raise ContractViolation(
                 f"{machine} emitted {event_type!r}, which its contract does not declare; "
                 f"add it to emits= (declared: {', '.join(sorted(self._emits)) or 'none'})",
-                event_type=event_type, data=data)
+                event_type=event_type,
+                data=data,
+            )
         return _validate(self._emits[event_type], data, "emitted", event_type)
 
     def completed(self, output: Any, *, event_type: str | None = None) -> Any:
@@ -151,6 +172,8 @@ class Contract:
         try:
             return self.output.model_validate(output).model_dump(mode="json")
         except ValidationError as exc:
-            raise ContractViolation(f"output does not fit {self.output.__name__}: "
-                                    f"{explain(exc)}", event_type=event_type,
-                                    data=output) from None
+            raise ContractViolation(
+                f"output does not fit {self.output.__name__}: {explain(exc)}",
+                event_type=event_type,
+                data=output,
+            ) from None

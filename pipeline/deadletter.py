@@ -34,9 +34,14 @@ class DeadLetter:
 
     def headers(self) -> list[tuple[str, bytes]]:
         """Kafka headers describing the rejection."""
-        pairs = [(STAGE_HEADER, self.stage), (REASON_HEADER, self.reason[:_MAX_REASON]),
-                 ("garrison.topic", self.topic), ("garrison.partition", str(self.partition)),
-                 ("garrison.offset", str(self.offset)), *self.extra]
+        pairs = [
+            (STAGE_HEADER, self.stage),
+            (REASON_HEADER, self.reason[:_MAX_REASON]),
+            ("garrison.topic", self.topic),
+            ("garrison.partition", str(self.partition)),
+            ("garrison.offset", str(self.offset)),
+            *self.extra,
+        ]
         return [(k, v.encode()) for k, v in pairs]
 
     @staticmethod

@@ -116,23 +116,29 @@ def apply_record(rules: Rules, load: Loader, rec: Consumed) -> Applied:
         # is not JSON) is this event's dead letter, not the lane's failure later.
         stored = None if outcome.record is None else dump_record(outcome.record)
         if outcome.change is not None:
-            outputs.append(Output(topics.state_changes, tenant_key,
-                                  outcome.change.to_json()))
+            outputs.append(Output(topics.state_changes, tenant_key, outcome.change.to_json()))
         for sent in outcome.emitted:
-            outputs.append(Output(sent.topic or topics.events, tenant_key,
-                                  encode_event(sent.event)))
+            outputs.append(
+                Output(sent.topic or topics.events, tenant_key, encode_event(sent.event))
+            )
     except Rejected as exc:
         return _rejected(rules, rec, exc)
     except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
-        return _rejected(rules, rec, InvalidOutput(
-            f"applying {event.type!r} gives a state or timer that is not JSON: {exc}; "
-            "keep states, timer data and emitted data to JSON types",
-            event_type=event.type))
+        return _rejected(
+            rules,
+            rec,
+            InvalidOutput(
+                f"applying {event.type!r} gives a state or timer that is not JSON: {exc}; "
+                "keep states, timer data and emitted data to JSON types",
+                event_type=event.type,
+            ),
+        )
     return Applied(verdict, address, outcome, stored, tuple(outputs))
 
 
 def _rejected(rules: Rules, rec: Consumed, exc: Rejected) -> Applied:
-    letter = DeadLetter(rec.key, rec.value, exc.stage, exc.reason, rec.topic, rec.partition,
-                        rec.offset)
+    letter = DeadLetter(
+        rec.key, rec.value, exc.stage, exc.reason, rec.topic, rec.partition, rec.offset
+    )
     out = Output(rules.topics.dlq, letter.key, letter.value, tuple(letter.headers()))
     return Applied("rejected", outputs=(out,), stage=exc.stage, reason=exc.reason)

@@ -39,9 +39,11 @@ def mermaid(behaviour: Behaviour) -> str:
     if isinstance(behaviour, ChartMachine):
         return to_mermaid(behaviour.chart)
     node = _UNSAFE.sub("_", behaviour.name) or "machine"
-    lines = ["stateDiagram-v2",
-             f'    state "{_label(behaviour.name)} v{behaviour.version}" as {node}',
-             f"    [*] --> {node} : first event"]
+    lines = [
+        "stateDiagram-v2",
+        f'    state "{_label(behaviour.name)} v{behaviour.version}" as {node}',
+        f"    [*] --> {node} : first event",
+    ]
     lines += [f"    {node} --> {node} : {_label(t)}" for t in sorted(behaviour.event_types)]
     emits: dict[str, Any] = getattr(behaviour, "emits", None) or {}
     if emits:

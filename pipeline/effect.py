@@ -58,7 +58,8 @@ class SetTimer:
             raise InvalidDefinition(f"SetTimer {self.name!r}: every= must be positive")
         if not self.name or self.name.startswith("__"):
             raise InvalidDefinition(
-                f"timer name {self.name!r} is reserved or empty; use a name not starting '__'")
+                f"timer name {self.name!r} is reserved or empty; use a name not starting '__'"
+            )
 
     def due_ms(self, now_ms: int) -> int:
         """When it fires, from the current event's time."""

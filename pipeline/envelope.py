@@ -25,8 +25,15 @@ import orjson
 from pipeline.address import Address, check_id
 from pipeline.errors import InvalidAddress, InvalidEvent
 
-__all__ = ["Event", "Headers", "decode_event", "encode_event", "format_time", "new_event",
-           "parse_time"]
+__all__ = [
+    "Event",
+    "Headers",
+    "decode_event",
+    "encode_event",
+    "format_time",
+    "new_event",
+    "parse_time",
+]
 
 Headers = Sequence[tuple[str, bytes]]
 """Kafka record headers, as aiokafka gives and takes them."""
@@ -61,8 +68,18 @@ class Event(NamedTuple):
         return datetime.fromtimestamp(self.time_ms / 1000, tz=UTC)
 
 
-def new_event(tenant: str, machine: str, instance: str, type: str, data: Any = None, *,
-              id: str, time_ms: int, source: str, parentid: str | None = None) -> Event:
+def new_event(
+    tenant: str,
+    machine: str,
+    instance: str,
+    type: str,
+    data: Any = None,
+    *,
+    id: str,
+    time_ms: int,
+    source: str,
+    parentid: str | None = None,
+) -> Event:
     """A validated event for ``(tenant, machine, instance)``. Pure: the caller at the edge
     (the client, the listener runner) supplies the id and the time; raises
     :class:`~pipeline.errors.InvalidAddress` or :class:`InvalidEvent` saying what to fix.
@@ -77,16 +94,22 @@ def new_event(tenant: str, machine: str, instance: str, type: str, data: Any = N
             raise InvalidEvent(f"event {name} must be a non-empty string, got {text!r}")
     if isinstance(time_ms, bool) or not isinstance(time_ms, int):
         raise InvalidEvent(f"time_ms must be an int (epoch milliseconds), got {time_ms!r}")
-    return Event(id, type, source, address.tenant, address.machine, address.instance,
-                 time_ms, data, parentid)
+    return Event(
+        id, type, source, address.tenant, address.machine, address.instance, time_ms, data, parentid
+    )
 
 
 def parse_time(text: str) -> int:
     """RFC 3339 text to epoch milliseconds; raises :class:`InvalidEvent` if it is not."""
     # Fast path for the form format_time writes, "YYYY-MM-DDTHH:MM:SS.mmmZ", in the
     # same second as the previous such time (events arrive roughly in time order).
-    if (type(text) is str and len(text) == 24 and text[:19] == _parsed_second[0]
-            and text[19] == "." and text[23] == "Z"):
+    if (
+        type(text) is str
+        and len(text) == 24
+        and text[:19] == _parsed_second[0]
+        and text[19] == "."
+        and text[23] == "Z"
+    ):
         millis = text[20:23]
         if millis.isascii() and millis.isdigit():
             second_ms: int = _parsed_second[1]
@@ -133,8 +156,7 @@ def decode_event(value: bytes | None, *, fallback_time_ms: int) -> Event:
         spec = obj.get("specversion")
         if spec == "1.0":
             missing = [name for name in _REQUIRED if name not in obj]
-            raise InvalidEvent(f"missing CloudEvents attribute(s): {', '.join(missing)}"
-                               ) from None
+            raise InvalidEvent(f"missing CloudEvents attribute(s): {', '.join(missing)}") from None
     if spec != "1.0":
         raise InvalidEvent(f"specversion is {spec!r}; garrison reads CloudEvents '1.0'")
     for name, text in (("id", eid), ("source", source), ("type", etype)):
@@ -150,17 +172,33 @@ def decode_event(value: bytes | None, *, fallback_time_ms: int) -> Event:
     time_ms = fallback_time_ms if raw_time is None else parse_time(raw_time)
     parent = obj.get("parentid")
     timer = obj.get("timer")
-    return Event(eid, etype, source, tenant, machine, instance, time_ms,
-                 obj.get("data"), parent if isinstance(parent, str) else None,
-                 timer if isinstance(timer, str) else None)
+    return Event(
+        eid,
+        etype,
+        source,
+        tenant,
+        machine,
+        instance,
+        time_ms,
+        obj.get("data"),
+        parent if isinstance(parent, str) else None,
+        timer if isinstance(timer, str) else None,
+    )
 
 
 def encode_event(event: Event) -> bytes:
     """The structured-mode JSON of ``event``."""
     obj: dict[str, Any] = {
-        "specversion": "1.0", "id": event.id, "source": event.source, "type": event.type,
-        "time": format_time(event.time_ms), "tenant": event.tenant, "machine": event.machine,
-        "instance": event.instance, "datacontenttype": "application/json", "data": event.data,
+        "specversion": "1.0",
+        "id": event.id,
+        "source": event.source,
+        "type": event.type,
+        "time": format_time(event.time_ms),
+        "tenant": event.tenant,
+        "machine": event.machine,
+        "instance": event.instance,
+        "datacontenttype": "application/json",
+        "data": event.data,
     }
     if event.parentid is not None:
         obj["parentid"] = event.parentid
@@ -169,6 +207,9 @@ def encode_event(event: Event) -> bytes:
     try:
         return orjson.dumps(obj)
     except orjson.JSONEncodeError as exc:
-        raise InvalidEvent(f"data of {event.type!r} cannot be sent as JSON: {exc}; use "
-                           "str, int (64-bit), float, bool, None, lists and dicts with "
-                           "str keys", event_type=event.type) from None
+        raise InvalidEvent(
+            f"data of {event.type!r} cannot be sent as JSON: {exc}; use "
+            "str, int (64-bit), float, bool, None, lists and dicts with "
+            "str keys",
+            event_type=event.type,
+        ) from None

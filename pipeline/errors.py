@@ -93,8 +93,9 @@ class TransitionNotAllowed(Rejected):
 
     stage = "transition"
 
-    def __init__(self, reason: str, *, event_type: str | None = None, data: Any = None,
-                 value: Any = None) -> None:
+    def __init__(
+        self, reason: str, *, event_type: str | None = None, data: Any = None, value: Any = None
+    ) -> None:
         super().__init__(reason, event_type=event_type, data=data)
         self.value = value
 

@@ -25,8 +25,9 @@ Predicate = Callable[[Any, Any], bool]
 class Sender(Protocol):
     """Sends an event to an instance of the change's tenant."""
 
-    async def __call__(self, machine: str, instance: str, type: str, data: Any = None,
-                       *, id: str | None = None) -> str: ...
+    async def __call__(
+        self, machine: str, instance: str, type: str, data: Any = None, *, id: str | None = None
+    ) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +56,17 @@ class Listener:
     backoff_s: float
 
     @classmethod
-    def build(cls, fn: ListenerFn, *, name: str | None, machine: str | None,
-              on: Iterable[str] | str | None, when: Predicate | None, retries: int,
-              backoff_s: float) -> Listener:
+    def build(
+        cls,
+        fn: ListenerFn,
+        *,
+        name: str | None,
+        machine: str | None,
+        on: Iterable[str] | str | None,
+        when: Predicate | None,
+        retries: int,
+        backoff_s: float,
+    ) -> Listener:
         """Validate a definition; raises :class:`InvalidDefinition` on mistakes."""
         label = name or getattr(fn, "__name__", None)
         if not label:
@@ -68,7 +77,8 @@ class Listener:
             params = None
         if params is not None and len(params) != 2:
             raise InvalidDefinition(
-                f"listener {label!r} must take (change, ctx); it takes ({', '.join(params)})")
+                f"listener {label!r} must take (change, ctx); it takes ({', '.join(params)})"
+            )
         if retries < 0 or backoff_s < 0:
             raise InvalidDefinition(f"listener {label!r}: retries and backoff_s must be >= 0")
         events = frozenset([on] if isinstance(on, str) else on) if on is not None else None

@@ -69,8 +69,9 @@ class Incoming(NamedTuple, Generic[P]):
     @property
     def time(self) -> datetime:
         """The event's time (aware, UTC); use it instead of the clock."""
-        return Event(self.id, self.type, "", self.tenant, self.machine, self.instance,
-                     self.time_ms).time
+        return Event(
+            self.id, self.type, "", self.tenant, self.machine, self.instance, self.time_ms
+        ).time
 
 
 class Reducer(Protocol):
@@ -89,16 +90,24 @@ def explain(exc: ValidationError) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-def _validated(model: type[BaseModel], value: Any, error: type[Rejected], what: str, *,
-               hint: str = "", **context: Any) -> Any:
+def _validated(
+    model: type[BaseModel],
+    value: Any,
+    error: type[Rejected],
+    what: str,
+    *,
+    hint: str = "",
+    **context: Any,
+) -> Any:
     """``value`` validated by ``model``, or ``error`` saying what does not fit. Calls the
     compiled validator directly: model_validate's wrapper is a measurable share of a
     small model's cost, per event."""
     try:
         return model.__pydantic_validator__.validate_python(value)
     except ValidationError as exc:
-        raise error(f"{what} does not fit {model.__name__}: {explain(exc)}{hint}",
-                    **context) from None
+        raise error(
+            f"{what} does not fit {model.__name__}: {explain(exc)}{hint}", **context
+        ) from None
 
 
 def _check_reducer(event_type: str, fn: Callable[..., Any]) -> None:
@@ -112,11 +121,13 @@ def _check_reducer(event_type: str, fn: Callable[..., Any]) -> None:
     if required_kw or (len(positional) != 3 and not (variadic and len(positional) <= 3)):
         raise InvalidDefinition(
             f"reducer {getattr(fn, '__name__', fn)!r} for {event_type!r} must take "
-            f"(config, state, event); it takes ({', '.join(p.name for p in params)})")
+            f"(config, state, event); it takes ({', '.join(p.name for p in params)})"
+        )
     if inspect.iscoroutinefunction(fn):
         raise InvalidDefinition(
             f"reducer for {event_type!r} is async; reducers are pure and synchronous "
-            "(put I/O in a listener)")
+            "(put I/O in a listener)"
+        )
 
 
 def _annotated_payload(event_type: str, fn: Callable[..., Any]) -> type[BaseModel] | None:
@@ -140,7 +151,8 @@ def _annotated_payload(event_type: str, fn: Callable[..., Any]) -> type[BaseMode
                 f"reducer {getattr(fn, '__name__', fn)!r} for {event_type!r}: its event "
                 f"annotation {params[2].annotation!r} does not resolve "
                 f"({type(exc).__name__}: {exc}); define the payload model at module "
-                "level, or pass payload=") from None
+                "level, or pass payload="
+            ) from None
     if typing.get_origin(hint) is not Incoming:
         return None
     args = typing.get_args(hint)
@@ -181,10 +193,12 @@ class Machine(Generic[S]):
         self.migrations: dict[int, Migration] = {}
         self.emits = dict(emits or {})
         self._model: type[BaseModel] | None = (
-            state if isinstance(state, type) and issubclass(state, BaseModel) else None)
+            state if isinstance(state, type) and issubclass(state, BaseModel) else None
+        )
         if self._model is None and state is not dict:
             raise InvalidDefinition(
-                f"machine {name!r}: state must be a pydantic BaseModel subclass or dict")
+                f"machine {name!r}: state must be a pydantic BaseModel subclass or dict"
+            )
         self._reducers: dict[str, tuple[Reducer, type[BaseModel] | None]] = {}
         # A fixed initial state is validated and dumped once, not per new instance.
         self._initial_fn: Callable[[Any, Incoming], Any] | None = None
@@ -201,15 +215,15 @@ class Machine(Generic[S]):
             except ValidationError as exc:
                 raise InvalidDefinition(
                     f"machine {self.name!r}: its state model has required fields "
-                    f"({explain(exc)}); give initial=") from None
+                    f"({explain(exc)}); give initial="
+                ) from None
 
     @property
     def event_types(self) -> frozenset[str]:
         """The event types this machine has reducers for."""
         return frozenset(self._reducers)
 
-    def on(self, event_type: str, *, payload: type[BaseModel] | None = None
-           ) -> Callable[[R], R]:
+    def on(self, event_type: str, *, payload: type[BaseModel] | None = None) -> Callable[[R], R]:
         """Register the reducer for ``event_type``; ``payload`` is the event's contract.
 
         Without ``payload``, a reducer whose event is annotated ``Incoming[Model]`` takes
@@ -224,9 +238,11 @@ class Machine(Generic[S]):
         if event_type in self._reducers:
             raise InvalidDefinition(
                 f"machine {self.name!r} v{self.version} already has a reducer for "
-                f"{event_type!r}; one reducer per event type")
-        if payload is not None and not (isinstance(payload, type)
-                                        and issubclass(payload, BaseModel)):
+                f"{event_type!r}; one reducer per event type"
+            )
+        if payload is not None and not (
+            isinstance(payload, type) and issubclass(payload, BaseModel)
+        ):
             raise InvalidDefinition(f"payload for {event_type!r} must be a pydantic model")
 
         def register(fn: R) -> R:
@@ -240,8 +256,9 @@ class Machine(Generic[S]):
     def migrate(self, from_version: int) -> Callable[[Migration], Migration]:
         """Register ``fn(old_state_json) -> state_json`` upgrading instances of
         ``from_version`` to this version on their next event."""
-        return migration_registrar(self.migrations, self.version, from_version,
-                                   f"machine {self.name!r} v{self.version}")
+        return migration_registrar(
+            self.migrations, self.version, from_version, f"machine {self.name!r} v{self.version}"
+        )
 
     # -- the Behaviour protocol ---------------------------------------------------------
 
@@ -253,13 +270,14 @@ class Machine(Generic[S]):
             # A model state is rebuilt from this dict; a plain dict goes to the reducer
             # itself, which may change it, so it gets its own copy.
             shared = self._initial_state
-            return self._run(reducer, shared if self._model else copy.deepcopy(shared),
-                             incoming)
+            return self._run(reducer, shared if self._model else copy.deepcopy(shared), incoming)
         try:
             initial = self._initial_fn(self.config, incoming)
         except Exception as exc:  # noqa: BLE001 - user code: report, never crash
-            raise ReducerFailed(f"initial state of {self.name!r} raised "
-                                f"{type(exc).__name__}: {exc}", event_type=event.type) from exc
+            raise ReducerFailed(
+                f"initial state of {self.name!r} raised {type(exc).__name__}: {exc}",
+                event_type=event.type,
+            ) from exc
         return self._run(reducer, self._dump(initial, "initial state"), incoming)
 
     def apply(self, state: Any, event: Event) -> tuple[Any, tuple[Effect, ...]]:
@@ -276,32 +294,56 @@ class Machine(Generic[S]):
             known = ", ".join(sorted(self._reducers)) or "none"
             raise UnknownEventType(
                 f"machine {self.name!r} v{self.version} has no reducer for {event_type!r}; "
-                f"it handles: {known}", event_type=event_type) from None
+                f"it handles: {known}",
+                event_type=event_type,
+            ) from None
 
     def _incoming(self, event: Event, payload: type[BaseModel] | None) -> Incoming:
         data = event.data
         if payload is not None:
-            data = _validated(payload, data, ContractViolation, f"payload of {event.type!r}",
-                              event_type=event.type, data=event.data)
-        return Incoming(event.id, event.type, event.tenant, event.machine, event.instance,
-                        event.time_ms, data, event.parentid)
+            data = _validated(
+                payload,
+                data,
+                ContractViolation,
+                f"payload of {event.type!r}",
+                event_type=event.type,
+                data=event.data,
+            )
+        return Incoming(
+            event.id,
+            event.type,
+            event.tenant,
+            event.machine,
+            event.instance,
+            event.time_ms,
+            data,
+            event.parentid,
+        )
 
-    def _run(self, reducer: Reducer, state: Any, incoming: Incoming
-             ) -> tuple[Any, tuple[Effect, ...]]:
+    def _run(
+        self, reducer: Reducer, state: Any, incoming: Incoming
+    ) -> tuple[Any, tuple[Effect, ...]]:
         current = state
         if self._model is not None:
             # A stored state the model refuses (its fields changed without a new version
             # and a migration): dead-letter the event, keep the state.
-            current = _validated(self._model, state, InvalidState,
-                                 f"stored state of {self.name!r} v{self.version}",
-                                 hint="; bump the version and register a migration",
-                                 event_type=incoming.type, data=incoming.data)
+            current = _validated(
+                self._model,
+                state,
+                InvalidState,
+                f"stored state of {self.name!r} v{self.version}",
+                hint="; bump the version and register a migration",
+                event_type=incoming.type,
+                data=incoming.data,
+            )
         try:
             result = reducer(self.config, current, incoming)
         except Exception as exc:  # noqa: BLE001 - user code: report, never crash
             raise ReducerFailed(
                 f"reducer for {incoming.type!r} raised {type(exc).__name__}: {exc}",
-                event_type=incoming.type, data=incoming.data) from exc
+                event_type=incoming.type,
+                data=incoming.data,
+            ) from exc
         effects: tuple[Effect, ...] = ()
         if isinstance(result, Next):
             result, effects = result.state, result.effects
@@ -317,21 +359,23 @@ class Machine(Generic[S]):
         model = self._model
         if model is None:
             if not isinstance(value, dict):
-                raise InvalidState(f"{what} of {self.name!r} is {type(value).__name__}, "
-                                   "expected a dict")
+                raise InvalidState(
+                    f"{what} of {self.name!r} is {type(value).__name__}, expected a dict"
+                )
             return value
         try:
             if isinstance(value, model):
-                raw = model.__pydantic_serializer__.to_python(value, mode="json",
-                                                              warnings=False)
+                raw = model.__pydantic_serializer__.to_python(value, mode="json", warnings=False)
                 # Validate the dumped form too: a mutated model can hold values its
                 # fields would refuse, and what we store must load again.
                 model.__pydantic_validator__.validate_python(raw)
                 return raw
             return model.model_validate(value).model_dump(mode="json")
         except ValidationError as exc:
-            raise InvalidState(f"{what} of {self.name!r} does not fit "
-                               f"{model.__name__}: {explain(exc)}") from None
+            raise InvalidState(
+                f"{what} of {self.name!r} does not fit {model.__name__}: {explain(exc)}"
+            ) from None
         except (TypeError, ValueError, AttributeError) as exc:
-            raise InvalidState(f"{what} of {self.name!r} is not a {model.__name__}: {exc}"
-                               ) from None
+            raise InvalidState(
+                f"{what} of {self.name!r} is not a {model.__name__}: {exc}"
+            ) from None

@@ -36,19 +36,38 @@ class StateChange(NamedTuple):
 
     def to_json(self) -> bytes:
         """The published JSON."""
-        return orjson.dumps({
-            "tenant": self.tenant, "machine": self.machine, "instance": self.instance,
-            "seq": self.seq, "version": self.version, "event_id": self.event_id,
-            "event_type": self.event_type, "time": format_time(self.time_ms),
-            "time_ms": self.time_ms, "prev": self.prev, "state": self.state,
-        })
+        return orjson.dumps(
+            {
+                "tenant": self.tenant,
+                "machine": self.machine,
+                "instance": self.instance,
+                "seq": self.seq,
+                "version": self.version,
+                "event_id": self.event_id,
+                "event_type": self.event_type,
+                "time": format_time(self.time_ms),
+                "time_ms": self.time_ms,
+                "prev": self.prev,
+                "state": self.state,
+            }
+        )
 
     @classmethod
     def from_json(cls, raw: bytes) -> StateChange:
         """Inverse of :meth:`to_json`."""
         o = orjson.loads(raw)
-        return cls(o["tenant"], o["machine"], o["instance"], o["seq"], o["version"],
-                   o["event_id"], o["event_type"], o["time_ms"], o["prev"], o["state"])
+        return cls(
+            o["tenant"],
+            o["machine"],
+            o["instance"],
+            o["seq"],
+            o["version"],
+            o["event_id"],
+            o["event_type"],
+            o["time_ms"],
+            o["prev"],
+            o["state"],
+        )
 
 
 @dataclass(frozen=True, slots=True)

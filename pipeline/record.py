@@ -56,8 +56,19 @@ _FORMAT = 1
 def dump_record(record: Record) -> bytes:
     """Serialise a record (orjson; a list, so field names are not repeated per key)."""
     timers = {n: (t.due_ms, t.every_ms, t.event_type, t.data) for n, t in record.timers.items()}
-    return orjson.dumps((_FORMAT, record.state, record.seq, record.version, record.created_ms,
-                         record.updated_ms, record.expires_ms, record.recent, timers))
+    return orjson.dumps(
+        (
+            _FORMAT,
+            record.state,
+            record.seq,
+            record.version,
+            record.created_ms,
+            record.updated_ms,
+            record.expires_ms,
+            record.recent,
+            timers,
+        )
+    )
 
 
 def load_record(raw: bytes) -> Record:
@@ -68,5 +79,13 @@ def load_record(raw: bytes) -> Record:
         raise GarrisonError(f"stored record is not a garrison record: {exc}") from None
     if fmt != _FORMAT:
         raise GarrisonError(f"stored record has format {fmt}; this garrison reads {_FORMAT}")
-    return Record(state, seq, version, created, updated, expires, tuple(recent),
-                  {n: Timer(*t) for n, t in timers.items()} if timers else NO_TIMERS)
+    return Record(
+        state,
+        seq,
+        version,
+        created,
+        updated,
+        expires,
+        tuple(recent),
+        {n: Timer(*t) for n, t in timers.items()} if timers else NO_TIMERS,
+    )

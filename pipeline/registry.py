@@ -40,7 +40,8 @@ class Registry:
         if machine.version in versions:
             raise InvalidDefinition(
                 f"machine {machine.name!r} v{machine.version} is registered twice; "
-                "give the new definition a higher version")
+                "give the new definition a higher version"
+            )
         versions[machine.version] = machine
         if machine.name not in self._latest or machine.version > self._latest[machine.name].version:
             self._latest[machine.name] = machine
@@ -61,8 +62,7 @@ class Registry:
             return self._latest[name]
         except KeyError:
             known = ", ".join(sorted(self._latest)) or "none"
-            raise UnknownMachine(f"no machine named {name!r}; this app defines: {known}"
-                                 ) from None
+            raise UnknownMachine(f"no machine named {name!r}; this app defines: {known}") from None
 
     def for_instance(self, name: str, version: int, state: Any) -> tuple[Behaviour, Any]:
         """The behaviour an existing instance runs, and its state, upgraded along the
@@ -75,7 +75,8 @@ class Registry:
         if not versions or version not in versions:
             raise UnknownMachine(
                 f"instance runs {name!r} v{version}, which this worker does not define; "
-                "keep old versions registered while instances use them")
+                "keep old versions registered while instances use them"
+            )
         current = versions[version]
         for newer in sorted(v for v in versions if v > version):
             step = versions[newer].migrations.get(current.version)
@@ -86,28 +87,61 @@ class Registry:
         return current, state
 
     @overload
-    def listener(self, fn: L, /, *, name: str | None = None, machine: str | None = None,
-                 on: Iterable[str] | str | None = None, when: Predicate | None = None,
-                 retries: int = 3, backoff_s: float = 0.2) -> L: ...
+    def listener(
+        self,
+        fn: L,
+        /,
+        *,
+        name: str | None = None,
+        machine: str | None = None,
+        on: Iterable[str] | str | None = None,
+        when: Predicate | None = None,
+        retries: int = 3,
+        backoff_s: float = 0.2,
+    ) -> L: ...
 
     @overload
-    def listener(self, *, name: str | None = None, machine: str | None = None,
-                 on: Iterable[str] | str | None = None, when: Predicate | None = None,
-                 retries: int = 3, backoff_s: float = 0.2) -> Callable[[L], L]: ...
+    def listener(
+        self,
+        *,
+        name: str | None = None,
+        machine: str | None = None,
+        on: Iterable[str] | str | None = None,
+        when: Predicate | None = None,
+        retries: int = 3,
+        backoff_s: float = 0.2,
+    ) -> Callable[[L], L]: ...
 
-    def listener(self, fn: L | None = None, /, *, name: str | None = None,
-                 machine: str | None = None, on: Iterable[str] | str | None = None,
-                 when: Predicate | None = None, retries: int = 3, backoff_s: float = 0.2,
-                 ) -> Callable[[L], L] | L:
+    def listener(
+        self,
+        fn: L | None = None,
+        /,
+        *,
+        name: str | None = None,
+        machine: str | None = None,
+        on: Iterable[str] | str | None = None,
+        when: Predicate | None = None,
+        retries: int = 3,
+        backoff_s: float = 0.2,
+    ) -> Callable[[L], L] | L:
         """Register a listener on state changes, bare (``@registry.listener``) or with
         conditions (``@registry.listener(machine="order", when=...)``)."""
 
         def register(f: L) -> L:
-            listener = Listener.build(f, name=name, machine=machine, on=on, when=when,
-                                      retries=retries, backoff_s=backoff_s)
+            listener = Listener.build(
+                f,
+                name=name,
+                machine=machine,
+                on=on,
+                when=when,
+                retries=retries,
+                backoff_s=backoff_s,
+            )
             if any(existing.name == listener.name for existing in self.listeners):
-                raise InvalidDefinition(f"two listeners are named {listener.name!r}; "
-                                        "listener names must be unique (pass name=)")
+                raise InvalidDefinition(
+                    f"two listeners are named {listener.name!r}; "
+                    "listener names must be unique (pass name=)"
+                )
             self.listeners.append(listener)
             return f
 

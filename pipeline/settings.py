@@ -41,8 +41,11 @@ class RocksDBSettings(BaseModel):
     max_open_files: int = 512
     bloom_bits_per_key: int = Field(default=10, ge=1, description="SST bloom filter size")
     memtable_bloom_ratio: float = Field(
-        default=0.1, ge=0, le=0.25,
-        description="share of each memtable given to a whole-key bloom filter; 0: none")
+        default=0.1,
+        ge=0,
+        le=0.25,
+        description="share of each memtable given to a whole-key bloom filter; 0: none",
+    )
 
 
 class Topics(BaseModel):
@@ -58,44 +61,58 @@ class Topics(BaseModel):
     def of(cls, app: str) -> Topics:
         """``<app>.events``, ``<app>.state-changes``, ``<app>.dlq``. Timer firings travel
         on the events topic, in the instance's own partition."""
-        return cls(events=f"{app}.events", state_changes=f"{app}.state-changes",
-                   dlq=f"{app}.dlq")
+        return cls(events=f"{app}.events", state_changes=f"{app}.state-changes", dlq=f"{app}.dlq")
 
 
 class Settings(BaseSettings):
     """Everything a worker, listener or client process is configured with."""
 
     model_config = SettingsConfigDict(
-        env_prefix="GARRISON_", env_nested_delimiter="_", env_nested_max_split=1,
-        frozen=True, extra="ignore",
+        env_prefix="GARRISON_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        frozen=True,
+        extra="ignore",
     )
 
-    app: str = Field(default="garrison", pattern=r"^[A-Za-z0-9._-]{1,100}$",
-                     description="app id: prefix of the topics, Faust app id, group id")
+    app: str = Field(
+        default="garrison",
+        pattern=r"^[A-Za-z0-9._-]{1,100}$",
+        description="app id: prefix of the topics, Faust app id, group id",
+    )
     kafka: KafkaSettings = KafkaSettings()
     rocksdb: RocksDBSettings = RocksDBSettings()
     data_dir: Path = Path("var/garrison")
     batch_size: int = Field(default=2000, ge=1, description="events taken per batch")
     batch_wait_ms: int = Field(
-        default=5, ge=0,
+        default=5,
+        ge=0,
         description="how long a batch's first event waits for more before the batch's "
-                    "transaction starts, when the partition has none in flight (fewer, "
-                    "larger transactions at a low rate, for this much latency)")
+        "transaction starts, when the partition has none in flight (fewer, "
+        "larger transactions at a low rate, for this much latency)",
+    )
     offset_commit_interval_ms: int = Field(
-        default=1000, ge=0,
+        default=1000,
+        ge=0,
         description="how often the consumer group's offsets are committed (within a "
-                    "transaction); exactness does not depend on it, the applied offset "
-                    "is kept with the state in every transaction")
+        "transaction); exactness does not depend on it, the applied offset "
+        "is kept with the state in every transaction",
+    )
     dedupe_ids: int = Field(default=16, ge=1, description="recent event ids kept per instance")
     timer_tick_ms: int = Field(default=500, ge=10)
     gc_threshold: int = Field(
-        default=50_000, ge=0,
+        default=50_000,
+        ge=0,
         description="worker: allocations between young-generation garbage collections "
-                    "(Python's default is 700); 0 leaves the collector as it is")
+        "(Python's default is 700); 0 leaves the collector as it is",
+    )
     session_timeout_s: float = Field(
-        default=30.0, ge=3.0, le=300.0,
+        default=30.0,
+        ge=3.0,
+        le=300.0,
         description="how long a silent worker keeps its partitions before the group "
-                    "moves them (a crashed worker's partitions wait this long)")
+        "moves them (a crashed worker's partitions wait this long)",
+    )
     web_enabled: bool = True
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)

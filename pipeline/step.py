@@ -37,13 +37,21 @@ EXPIRED_EVENT = "garrison.expired"
 def timer_firing(event: Event, name: str, timer: Timer) -> Event:
     """The event that delivers ``timer`` of ``event``'s instance when it is due; its
     time is the due time."""
-    return Event(timer_event_id(name, timer.due_ms), timer.event_type, "garrison.timer",
-                 event.tenant, event.machine, event.instance, timer.due_ms, None, None,
-                 name)
+    return Event(
+        timer_event_id(name, timer.due_ms),
+        timer.event_type,
+        "garrison.timer",
+        event.tenant,
+        event.machine,
+        event.instance,
+        timer.due_ms,
+        None,
+        None,
+        name,
+    )
 
 
-def step(registry: Registry, record: Record | None, event: Event, *,
-         keep_ids: int = 16) -> Outcome:
+def step(registry: Registry, record: Record | None, event: Event, *, keep_ids: int = 16) -> Outcome:
     """Apply ``event`` to ``record`` (None: the instance does not exist yet)."""
     if record is not None and event.id in record.recent:
         return Outcome("duplicate", reason=f"event id {event.id!r} was applied already")
@@ -68,18 +76,36 @@ def _fire(registry: Registry, record: Record | None, event: Event, keep_ids: int
         # Touched since the TTL timer was armed: move it to the current expiry.
         later = Timer(record.expires_ms, 0, EXPIRED_EVENT)
         timers = {**record.timers, TTL_TIMER: later}
-        return Outcome("rearmed", record=record._replace(timers=timers),
-                       timers=(TimerWrite(TTL_TIMER, armed.due_ms, later,
-                                          timer_firing(event, TTL_TIMER, later)),))
+        return Outcome(
+            "rearmed",
+            record=record._replace(timers=timers),
+            timers=(
+                TimerWrite(TTL_TIMER, armed.due_ms, later, timer_firing(event, TTL_TIMER, later)),
+            ),
+        )
     writes = tuple(TimerWrite(n, t.due_ms, None) for n, t in record.timers.items())
-    change = StateChange(event.tenant, event.machine, event.instance, record.seq + 1,
-                         record.version, event.id, EXPIRED_EVENT, event.time_ms,
-                         record.state, None)
+    change = StateChange(
+        event.tenant,
+        event.machine,
+        event.instance,
+        record.seq + 1,
+        record.version,
+        event.id,
+        EXPIRED_EVENT,
+        event.time_ms,
+        record.state,
+        None,
+    )
     return Outcome("expired", record=None, change=change, timers=writes)
 
 
-def _apply(registry: Registry, record: Record | None, event: Event, keep_ids: int,
-           fired: tuple[str, Timer] | None) -> Outcome:
+def _apply(
+    registry: Registry,
+    record: Record | None,
+    event: Event,
+    keep_ids: int,
+    fired: tuple[str, Timer] | None,
+) -> Outcome:
     behaviour: Behaviour
     if record is None:
         behaviour = registry.latest(event.machine)
@@ -88,14 +114,15 @@ def _apply(registry: Registry, record: Record | None, event: Event, keep_ids: in
         timers: Mapping[str, Timer] = NO_TIMERS
     else:
         try:
-            behaviour, current = registry.for_instance(event.machine, record.version,
-                                                       record.state)
+            behaviour, current = registry.for_instance(event.machine, record.version, record.state)
         except Rejected:
             raise
         except Exception as exc:  # noqa: BLE001 - a user migration raised
-            raise ReducerFailed(f"migrating {event.machine!r} from v{record.version} "
-                                f"raised {type(exc).__name__}: {exc}",
-                                event_type=event.type) from exc
+            raise ReducerFailed(
+                f"migrating {event.machine!r} from v{record.version} "
+                f"raised {type(exc).__name__}: {exc}",
+                event_type=event.type,
+            ) from exc
         state, effects = behaviour.apply(current, event)
         prev, seq, created = record.state, record.seq + 1, record.created_ms
         timers = record.timers  # copied below only if something changes them
@@ -110,12 +137,16 @@ def _apply(registry: Registry, record: Record | None, event: Event, keep_ids: in
             # A firing consumes the timer; a periodic one is re-armed one period on.
             # Effects below may still cancel or replace it.
             changed.pop(name, None)
-            nxt = (replace(armed, due_ms=armed.due_ms + armed.every_ms)
-                   if armed.every_ms > 0 else None)
+            nxt = (
+                replace(armed, due_ms=armed.due_ms + armed.every_ms) if armed.every_ms > 0 else None
+            )
             if nxt is not None:
                 changed[name] = nxt
-            writes.append(TimerWrite(name, armed.due_ms, nxt,
-                                     None if nxt is None else timer_firing(event, name, nxt)))
+            writes.append(
+                TimerWrite(
+                    name, armed.due_ms, nxt, None if nxt is None else timer_firing(event, name, nxt)
+                )
+            )
         if effects:
             emitted = _effects(effects, event, changed, writes)
         if ttl_ms is not None and TTL_TIMER not in changed:
@@ -132,37 +163,62 @@ def _apply(registry: Registry, record: Record | None, event: Event, keep_ids: in
         if len(recent) > keep_ids:
             recent = recent[-keep_ids:]
     new = Record(state, seq, behaviour.version, created, event.time_ms, expires, recent, timers)
-    change = StateChange(event.tenant, event.machine, event.instance, seq, behaviour.version,
-                         event.id, event.type, event.time_ms, prev, state)
+    change = StateChange(
+        event.tenant,
+        event.machine,
+        event.instance,
+        seq,
+        behaviour.version,
+        event.id,
+        event.type,
+        event.time_ms,
+        prev,
+        state,
+    )
     return Outcome("applied", new, change, emitted, _squash(writes) if writes else ())
 
 
-def _effects(effects: tuple[Effect, ...], event: Event, timers: dict[str, Timer],
-             writes: list[TimerWrite]) -> tuple[Outgoing, ...]:
+def _effects(
+    effects: tuple[Effect, ...], event: Event, timers: dict[str, Timer], writes: list[TimerWrite]
+) -> tuple[Outgoing, ...]:
     out: list[Outgoing] = []
     source = f"/garrison/{event.tenant}/{event.machine}/{event.instance}"
     for effect in effects:
         if isinstance(effect, Emit):
             emitted = Event(
-                id=emitted_id(event.id, len(out)), type=effect.type, source=source,
-                tenant=event.tenant, machine=effect.machine or event.machine,
-                instance=effect.instance or event.instance, time_ms=event.time_ms,
-                data=effect.data, parentid=event.id)
+                id=emitted_id(event.id, len(out)),
+                type=effect.type,
+                source=source,
+                tenant=event.tenant,
+                machine=effect.machine or event.machine,
+                instance=effect.instance or event.instance,
+                time_ms=event.time_ms,
+                data=effect.data,
+                parentid=event.id,
+            )
             out.append(Outgoing(emitted, effect.topic))
         elif isinstance(effect, SetTimer):
             old = timers.get(effect.name)
             every = 0 if effect.every is None else int(effect.every.total_seconds() * 1000)
             armed = Timer(effect.due_ms(event.time_ms), every, effect.event_type, effect.data)
             timers[effect.name] = armed
-            writes.append(TimerWrite(effect.name, None if old is None else old.due_ms, armed,
-                                     timer_firing(event, effect.name, armed)))
+            writes.append(
+                TimerWrite(
+                    effect.name,
+                    None if old is None else old.due_ms,
+                    armed,
+                    timer_firing(event, effect.name, armed),
+                )
+            )
         elif isinstance(effect, CancelTimer):
             old = timers.pop(effect.name, None)
             if old is not None:
                 writes.append(TimerWrite(effect.name, old.due_ms, None))
         else:
-            raise ReducerFailed(f"reducer returned an unknown effect {effect!r}; "
-                                "use Emit, SetTimer or CancelTimer", event_type=event.type)
+            raise ReducerFailed(
+                f"reducer returned an unknown effect {effect!r}; use Emit, SetTimer or CancelTimer",
+                event_type=event.type,
+            )
     return tuple(out)
 
 
@@ -173,13 +229,15 @@ def _squash(writes: list[TimerWrite]) -> tuple[TimerWrite, ...]:
     merged: dict[str, TimerWrite] = {}
     for w in writes:
         first = merged.get(w.name)
-        merged[w.name] = (w if first is None
-                          else TimerWrite(w.name, first.old_due_ms, w.timer, w.firing))
+        merged[w.name] = (
+            w if first is None else TimerWrite(w.name, first.old_due_ms, w.timer, w.firing)
+        )
     return tuple(merged.values())
 
 
-def fold(registry: Registry, events: list[Event], *, keep_ids: int = 16
-         ) -> tuple[Record | None, list[StateChange]]:
+def fold(
+    registry: Registry, events: list[Event], *, keep_ids: int = 16
+) -> tuple[Record | None, list[StateChange]]:
     """Apply ``events`` in order from nothing: the in-memory reference for replay.
     Rejected events change nothing and are skipped, as the pipeline dead-letters them."""
     record: Record | None = None
@@ -191,4 +249,3 @@ def fold(registry: Registry, events: list[Event], *, keep_ids: int = 16
         if outcome.change is not None:
             changes.append(outcome.change)
     return record, changes
-

@@ -22,8 +22,13 @@ __all__ = ["StateBatch"]
 class StateBatch:
     """Pending writes to the state table and the timer index of one partition."""
 
-    def __init__(self, state: PartitionStore, timers: PartitionStore, partition: int,
-                 parent: StateBatch | None = None) -> None:
+    def __init__(
+        self,
+        state: PartitionStore,
+        timers: PartitionStore,
+        partition: int,
+        parent: StateBatch | None = None,
+    ) -> None:
         self._state = state
         self._timers = timers
         self.partition = partition

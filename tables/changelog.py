@@ -17,14 +17,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 __all__ = ["last_data_offsets", "restore"]
 
 
-async def last_data_offsets(options: dict[str, Any], tps: Iterable[tuple[str, int]],
-                            *, window: int = 64) -> dict[tuple[str, int], int]:
+async def last_data_offsets(
+    options: dict[str, Any], tps: Iterable[tuple[str, int]], *, window: int = 64
+) -> dict[tuple[str, int], int]:
     """For each (topic, partition): the offset of its last committed data record, or -1."""
     wanted = [TopicPartition(t, p) for t, p in tps]
     if not wanted:
         return {}
-    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False,
-                                isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(
+        **options, enable_auto_commit=False, isolation_level="read_committed"
+    )
     await consumer.start()
     try:
         consumer.assign(wanted)
@@ -37,8 +39,7 @@ async def last_data_offsets(options: dict[str, Any], tps: Iterable[tuple[str, in
         await consumer.stop()
 
 
-async def _last_in(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int,
-                   window: int) -> int:
+async def _last_in(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int, window: int) -> int:
     start = end
     while start > 0:
         start = max(0, start - window)
@@ -60,9 +61,13 @@ async def _last_in(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int,
 Writer = Callable[[str, int, dict[bytes, bytes | None], int], None]
 
 
-async def restore(options: dict[str, Any],
-                  ranges: Mapping[tuple[str, int], tuple[int, int]],
-                  write: Writer, *, chunk: int = 20_000) -> int:
+async def restore(
+    options: dict[str, Any],
+    ranges: Mapping[tuple[str, int], tuple[int, int]],
+    write: Writer,
+    *,
+    chunk: int = 20_000,
+) -> int:
     """Read each changelog partition's committed records from ``start`` to ``end``
     (inclusive) and hand them to ``write(topic, partition, writes, last_offset)`` in
     chunks: one write per chunk, the last value of each key, None for a tombstone.
@@ -71,14 +76,20 @@ async def restore(options: dict[str, Any],
     This is the bulk path of recovery: a raw read_committed consumer and whole write
     batches, instead of one framework event per record.
     """
-    todo = {TopicPartition(t, p): (start, end) for (t, p), (start, end) in ranges.items()
-            if end >= start}
+    todo = {
+        TopicPartition(t, p): (start, end)
+        for (t, p), (start, end) in ranges.items()
+        if end >= start
+    }
     if not todo:
         return 0
-    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False,
-                                isolation_level="read_committed",
-                                max_partition_fetch_bytes=8 * 1024 * 1024,
-                                fetch_max_bytes=32 * 1024 * 1024)
+    consumer = AIOKafkaConsumer(
+        **options,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=32 * 1024 * 1024,
+    )
     await consumer.start()
     read = 0
     try:

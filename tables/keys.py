@@ -34,7 +34,7 @@ def read_part(raw: bytes, pos: int) -> tuple[str, int]:
     end = colon + 1 + size
     if end > len(raw) or size < 0:
         raise ValueError(f"truncated key part at {pos}")
-    return raw[colon + 1:end].decode(), end
+    return raw[colon + 1 : end].decode(), end
 
 
 def encode_key(tenant: str, machine: str, instance: str) -> bytes:

@@ -37,7 +37,8 @@ class _Options(RocksDBOptions):
             max_write_buffer_number=settings.max_write_buffer_number,
             block_cache_size=settings.block_cache_size,
             bloom_filter_size=settings.bloom_bits_per_key,
-            use_rocksdict=use_rocksdict)
+            use_rocksdict=use_rocksdict,
+        )
         self.memtable_bloom_ratio = settings.memtable_bloom_ratio
 
     def as_options(self) -> Options:
@@ -106,8 +107,9 @@ class PartitionStore:
 
         self._table.data.set_persisted_offset(TP(self.changelog_topic, partition), offset)
 
-    def scan(self, partition: int, start: bytes = b"", stop: bytes | None = None
-             ) -> Iterator[tuple[bytes, bytes]]:
+    def scan(
+        self, partition: int, start: bytes = b"", stop: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
         """Key order from ``start`` up to (not including) ``stop``."""
         it = self.db(partition).iter()
         it.seek(start)

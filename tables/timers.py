@@ -23,8 +23,9 @@ __all__ = ["Due", "Scanner", "due", "index_key", "index_writes", "read_index_key
 class Scanner(Protocol):
     """What :func:`due` reads: a store's key-ordered scan (``PartitionStore.scan``)."""
 
-    def scan(self, partition: int, start: bytes = b"", stop: bytes | None = None
-             ) -> Iterator[tuple[bytes, bytes]]: ...
+    def scan(
+        self, partition: int, start: bytes = b"", stop: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes]]: ...
 
 
 def index_key(due_ms: int, state_key: bytes, name: str) -> bytes:
@@ -44,8 +45,9 @@ def read_index_key(raw: bytes) -> tuple[int, bytes, str]:
     return int.from_bytes(raw[:8], "big"), raw[8:pos], name
 
 
-def index_writes(state_key: bytes, writes: Iterable[TimerWrite]
-                 ) -> Iterator[tuple[bytes, bytes | None]]:
+def index_writes(
+    state_key: bytes, writes: Iterable[TimerWrite]
+) -> Iterator[tuple[bytes, bytes | None]]:
     """The index entries to delete (None) and put for an instance's timer writes."""
     for write in writes:
         if write.old_due_ms is not None:

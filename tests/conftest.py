@@ -51,16 +51,22 @@ TopicFactory = Callable[..., Awaitable[str]]
 
 
 @pytest.fixture
-async def topic_factory(kafka_bootstrap: str, unique: Callable[[str], str]
-                        ) -> AsyncIterator[TopicFactory]:
+async def topic_factory(
+    kafka_bootstrap: str, unique: Callable[[str], str]
+) -> AsyncIterator[TopicFactory]:
     """``await topic_factory("events", partitions=4)`` creates a fresh topic."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
 
-    async def make(prefix: str = "t", *, partitions: int = 4, name: str | None = None,
-                   config: dict[str, str] | None = None) -> str:
+    async def make(
+        prefix: str = "t",
+        *,
+        partitions: int = 4,
+        name: str | None = None,
+        config: dict[str, str] | None = None,
+    ) -> str:
         topic = name or unique(prefix)
         await admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=config or {})])
         return topic

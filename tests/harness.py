@@ -23,13 +23,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def settings_env(bootstrap: str, app: str, data_dir: Path, *, partitions: int = 4,
-                 **extra: str) -> dict[str, str]:
-    env = {"GARRISON_KAFKA_BOOTSTRAP": bootstrap, "GARRISON_APP": app,
-           "GARRISON_DATA_DIR": str(data_dir), "GARRISON_KAFKA_PARTITIONS": str(partitions),
-           "GARRISON_WEB_PORT": str(free_port()), "GARRISON_LOG_LEVEL": "warn",
-           # A SIGKILLed worker's partitions move after this; short keeps tests quick.
-           "GARRISON_SESSION_TIMEOUT_S": "6"}
+def settings_env(
+    bootstrap: str, app: str, data_dir: Path, *, partitions: int = 4, **extra: str
+) -> dict[str, str]:
+    env = {
+        "GARRISON_KAFKA_BOOTSTRAP": bootstrap,
+        "GARRISON_APP": app,
+        "GARRISON_DATA_DIR": str(data_dir),
+        "GARRISON_KAFKA_PARTITIONS": str(partitions),
+        "GARRISON_WEB_PORT": str(free_port()),
+        "GARRISON_LOG_LEVEL": "warn",
+        # A SIGKILLed worker's partitions move after this; short keeps tests quick.
+        "GARRISON_SESSION_TIMEOUT_S": "6",
+    }
     env.update({f"GARRISON_{k.upper()}": v for k, v in extra.items()})
     return env
 
@@ -48,21 +54,33 @@ def settings_from(env: dict[str, str]) -> Settings:
                 os.environ[k] = v
 
 
-async def read_topic(bootstrap: str, topic: str, *, until: Callable[[list[Any]], bool],
-                     timeout_s: float, alive: Callable[[], bool] | None = None,
-                     describe: Callable[[], str] = lambda: "") -> list[Any]:
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    until: Callable[[list[Any]], bool],
+    timeout_s: float,
+    alive: Callable[[], bool] | None = None,
+    describe: Callable[[], str] = lambda: "",
+) -> list[Any]:
     """Read ``topic`` from the start (read_committed) until ``until(records)`` holds."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
     await consumer.start()
     out: list[Any] = []
     deadline = time.monotonic() + timeout_s
     try:
         while not until(out):
             if time.monotonic() > deadline:
-                raise AssertionError(f"{topic}: condition not met within {timeout_s}s after "
-                                     f"{len(out)} records\n{describe()}")
+                raise AssertionError(
+                    f"{topic}: condition not met within {timeout_s}s after "
+                    f"{len(out)} records\n{describe()}"
+                )
             if alive is not None and not alive():
                 raise AssertionError(f"worker died while reading {topic}\n{describe()}")
             batch = await consumer.getmany(timeout_ms=500, max_records=5000)
@@ -71,5 +89,3 @@ async def read_topic(bootstrap: str, topic: str, *, until: Callable[[list[Any]],
     finally:
         await consumer.stop()
     return out
-
-

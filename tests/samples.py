@@ -46,8 +46,7 @@ def counter_machine(*, version: int = 1, ttl: timedelta | None = None) -> Machin
 
     @m.on("counter.added", payload=Added)
     def added(config: Any, state: Counter, event: Any) -> Counter:
-        return Counter(count=state.count + 1, total=state.total + event.data.amount,
-                       last=event.id)
+        return Counter(count=state.count + 1, total=state.total + event.data.amount, last=event.id)
 
     @m.on("counter.reset")
     def reset(config: Any, state: Counter, event: Any) -> Counter:
@@ -69,8 +68,15 @@ def counter_machine(*, version: int = 1, ttl: timedelta | None = None) -> Machin
     def alarm(config: Any, state: Counter, event: Any) -> Next:
         seconds = (event.data or {}).get("seconds", 60)
         every = (event.data or {}).get("every")
-        return Next(state, SetTimer("alarm", "counter.rang", after=timedelta(seconds=seconds),
-                                    every=None if every is None else timedelta(seconds=every)))
+        return Next(
+            state,
+            SetTimer(
+                "alarm",
+                "counter.rang",
+                after=timedelta(seconds=seconds),
+                every=None if every is None else timedelta(seconds=every),
+            ),
+        )
 
     @m.on("counter.snooze")
     def snooze(config: Any, state: Counter, event: Any) -> Next:
@@ -104,9 +110,17 @@ def fold_counter(amounts: list[int]) -> dict[str, Any]:
     return {"count": len(amounts), "total": sum(amounts)}
 
 
-def event(type: str = "counter.added", data: Any = None, *, id: str = "e1",
-          tenant: str = "acme", machine: str = "counter", instance: str = "c1",
-          time_ms: int = 1_700_000_000_000, timer: str | None = None) -> Event:
+def event(
+    type: str = "counter.added",
+    data: Any = None,
+    *,
+    id: str = "e1",
+    tenant: str = "acme",
+    machine: str = "counter",
+    instance: str = "c1",
+    time_ms: int = 1_700_000_000_000,
+    timer: str | None = None,
+) -> Event:
     """A valid event with sensible defaults."""
     if data is None and type == "counter.added":
         data = {"amount": 1}
@@ -136,10 +150,16 @@ class Consumed(NamedTuple):
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-def consumed(value: bytes | Event | None, *, key: bytes | None = b"acme", offset: int = 0,
-             partition: int = 0, topic: str = "app.events",
-             headers: tuple[tuple[str, bytes], ...] = (),
-             timestamp: int = 1_700_000_000_000) -> Consumed:
+def consumed(
+    value: bytes | Event | None,
+    *,
+    key: bytes | None = b"acme",
+    offset: int = 0,
+    partition: int = 0,
+    topic: str = "app.events",
+    headers: tuple[tuple[str, bytes], ...] = (),
+    timestamp: int = 1_700_000_000_000,
+) -> Consumed:
     """A record of the events topic holding ``value`` (an Event is encoded)."""
     raw = encode_event(value) if isinstance(value, Event) else value
     return Consumed(topic, partition, offset, timestamp, key, raw, headers)

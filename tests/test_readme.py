@@ -27,8 +27,9 @@ def _module(tmp_path: Path) -> Path:
 
 def test_readme_examples_type_check_strictly(tmp_path: Path) -> None:
     path = _module(tmp_path)
-    out, err, status = api.run(["--strict", "--no-incremental", "--follow-imports=silent",
-                                "--config-file=", str(path)])
+    out, err, status = api.run(
+        ["--strict", "--no-incremental", "--follow-imports=silent", "--config-file=", str(path)]
+    )
     assert status == 0, f"mypy --strict on the README's examples:\n{out}{err}"
 
 
@@ -45,7 +46,6 @@ def test_readme_examples_define_a_working_app(tmp_path: Path) -> None:
     from pipeline import step
     from tests.samples import event
 
-    out = step(module.registry, None, event("counter.added", {"amount": 2},
-                                            machine="counter"))
+    out = step(module.registry, None, event("counter.added", {"amount": 2}, machine="counter"))
     assert out.record is not None and out.record.state == {"count": 2}
     assert [lst.name for lst in module.registry.listeners] == ["email_support"]

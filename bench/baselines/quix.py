@@ -14,6 +14,7 @@ Prints ``ready`` on stdout once the consumer first gets partitions; logs (WARNIN
 go to stderr. SIGTERM/SIGINT stop the loop, commit and exit 0 (quix handles the signals).
 Needs ``quixstreams`` (see bench/requirements-bench.txt).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,14 +47,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", required=True)
     p.add_argument("--group", required=True)
     p.add_argument("--state-dir", required=True)
-    p.add_argument("--partitions", type=int, required=True,
-                   help="partitions of the input topic (quix reads it from the broker itself)")
-    p.add_argument("--guarantee", choices=("at_least_once", "exactly_once"),
-                   default="exactly_once")
-    p.add_argument("--commit-interval", type=float, default=5.0,
-                   help="seconds between commits (quixstreams' default, 5.0)")
-    p.add_argument("--session-timeout-ms", type=int, default=None,
-                   help="consumer session timeout (librdkafka's default, 45000, if unset)")
+    p.add_argument(
+        "--partitions",
+        type=int,
+        required=True,
+        help="partitions of the input topic (quix reads it from the broker itself)",
+    )
+    p.add_argument("--guarantee", choices=("at_least_once", "exactly_once"), default="exactly_once")
+    p.add_argument(
+        "--commit-interval",
+        type=float,
+        default=5.0,
+        help="seconds between commits (quixstreams' default, 5.0)",
+    )
+    p.add_argument(
+        "--session-timeout-ms",
+        type=int,
+        default=None,
+        help="consumer session timeout (librdkafka's default, 45000, if unset)",
+    )
     return p.parse_args(argv)
 
 
@@ -80,9 +92,16 @@ def fold(value: Any, key: Any, timestamp: int, headers: Any, state: Any) -> dict
     else:
         new = {"count": prev["count"] + 1, "total": prev["total"] + amount, "last": event_id}
     state.set(skey, new)
-    return {"tenant": tenant, "machine": machine, "instance": instance, "seq": new["count"],
-            "event_id": event_id, "prev": prev, "state": new,
-            "time_ms": time_ms(value, timestamp)}
+    return {
+        "tenant": tenant,
+        "machine": machine,
+        "instance": instance,
+        "seq": new["count"],
+        "event_id": event_id,
+        "prev": prev,
+        "state": new,
+        "time_ms": time_ms(value, timestamp),
+    }
 
 
 class _Skipper:
@@ -93,8 +112,11 @@ class _Skipper:
 
     def _skip(self, exc: Exception, where: str) -> bool:
         if self.count == 0:
-            log.warning("skipping a bad input record (%s: %r); further ones are skipped "
-                        "silently", where, exc)
+            log.warning(
+                "skipping a bad input record (%s: %r); further ones are skipped silently",
+                where,
+                exc,
+            )
         self.count += 1
         return True
 
@@ -119,8 +141,11 @@ class _ReadyApplication(Application):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     skipper = _Skipper()
     app_cls = _ReadyApplication if hasattr(Application, "_on_assign") else Application
     app = app_cls(
@@ -128,15 +153,17 @@ def main(argv: list[str] | None = None) -> int:
         consumer_group=args.group,
         state_dir=args.state_dir,
         auto_offset_reset="earliest",
-        processing_guarantee=("exactly-once" if args.guarantee == "exactly_once"
-                              else "at-least-once"),
+        processing_guarantee=(
+            "exactly-once" if args.guarantee == "exactly_once" else "at-least-once"
+        ),
         commit_interval=args.commit_interval,
         loglevel="WARNING",
         use_changelog_topics=True,
         on_consumer_error=skipper.consumer,
         on_processing_error=skipper.processing,
-        consumer_extra_config=({"session.timeout.ms": args.session_timeout_ms}
-                               if args.session_timeout_ms else None),
+        consumer_extra_config=(
+            {"session.timeout.ms": args.session_timeout_ms} if args.session_timeout_ms else None
+        ),
     )
     source = app.topic(args.input, key_deserializer="str", value_deserializer="json")
     sink = app.topic(args.output, key_serializer="str", value_serializer="json")

@@ -58,15 +58,19 @@ class Reply(BaseModel):
 
 
 conversation: Machine[Conversation] = Machine(
-    "conversation", state=Conversation, config=Preferences(), ttl=timedelta(days=30))
+    "conversation", state=Conversation, config=Preferences(), ttl=timedelta(days=30)
+)
 
 
 @conversation.on("chat.inquired", payload=Inquiry)
 def initial_inquiry(config: Preferences, state: Conversation, event: Any) -> Next:
     """A person asks: remember who and when, and start checking for a timeout."""
-    return Next(Conversation(name=event.data.name, when_ms=event.time_ms),
-                SetTimer("check", "chat.timeout_checked", after=config.check_every,
-                         every=config.check_every))
+    return Next(
+        Conversation(name=event.data.name, when_ms=event.time_ms),
+        SetTimer(
+            "check", "chat.timeout_checked", after=config.check_every, every=config.check_every
+        ),
+    )
 
 
 @conversation.on("chat.timeout_checked")
@@ -84,8 +88,10 @@ def check_timeout(config: Preferences, state: Conversation, event: Any) -> Conve
 @conversation.on("chat.replied", payload=Reply)
 def replied(config: Preferences, state: Conversation, event: Any) -> Next:
     """Someone answered: the conversation is served; stop checking."""
-    return Next(state.model_copy(update={"status": "answered", "replies": state.replies + 1}),
-                CancelTimer("check"))
+    return Next(
+        state.model_copy(update={"status": "answered", "replies": state.replies + 1}),
+        CancelTimer("check"),
+    )
 
 
 @conversation.on("chat.escalated")
@@ -122,7 +128,9 @@ def _timed_out(prev: Any, cur: Any) -> bool:
 @registry.listener(machine="conversation", when=_timed_out)
 async def email_support(change: StateChange, ctx: ListenerContext) -> None:
     """casern's ``emailSupport``: tell support, then record the escalation."""
-    await ctx.services.mail.send(ctx.config.support_person,
-                                 f"The person {change.state['name']} has not responded")
-    await ctx.send("conversation", change.instance, "chat.escalated",
-                   {"to": ctx.config.support_person})
+    await ctx.services.mail.send(
+        ctx.config.support_person, f"The person {change.state['name']} has not responded"
+    )
+    await ctx.send(
+        "conversation", change.instance, "chat.escalated", {"to": ctx.config.support_person}
+    )

@@ -41,10 +41,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _follow(settings: Settings, latest: dict[tuple[str, str], str], counts: Counter[str],
-                  stop: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer(settings.topics.state_changes, **kafka_options(settings.kafka),
-                                auto_offset_reset="earliest", isolation_level="read_committed")
+async def _follow(
+    settings: Settings,
+    latest: dict[tuple[str, str], str],
+    counts: Counter[str],
+    stop: asyncio.Event,
+) -> None:
+    consumer = AIOKafkaConsumer(
+        settings.topics.state_changes,
+        **kafka_options(settings.kafka),
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
     await consumer.start()
     try:
         while not stop.is_set():
@@ -67,13 +75,18 @@ def _state(port: int, tenant: str, instance: str) -> dict[str, Any]:
 async def main(tenants: int, conversations: int, answer_ratio: float) -> int:
     port = _free_port()
     data = Path(tempfile.mkdtemp(prefix="garrison-demo-"))
-    env = {"GARRISON_APP": os.environ.get("GARRISON_APP", "chatbot"),
-           "GARRISON_DATA_DIR": str(data), "GARRISON_WEB_PORT": str(port),
-           "GARRISON_KAFKA_PARTITIONS": os.environ.get("GARRISON_KAFKA_PARTITIONS", "8")}
+    env = {
+        "GARRISON_APP": os.environ.get("GARRISON_APP", "chatbot"),
+        "GARRISON_DATA_DIR": str(data),
+        "GARRISON_WEB_PORT": str(port),
+        "GARRISON_KAFKA_PARTITIONS": os.environ.get("GARRISON_KAFKA_PARTITIONS", "8"),
+    }
     os.environ.update(env)
     settings = Settings()
-    print(f"garrison demo: app {settings.app!r} on {settings.kafka.bootstrap}, "
-          f"{tenants} tenants x {conversations} conversations")
+    print(
+        f"garrison demo: app {settings.app!r} on {settings.kafka.bootstrap}, "
+        f"{tenants} tenants x {conversations} conversations"
+    )
     await ensure_topics(settings)
     worker = WorkerProcess("examples.chatbot.app", env, data / "worker.log")
     worker.start()
@@ -88,22 +101,35 @@ async def main(tenants: int, conversations: int, answer_ratio: float) -> int:
     started = time.monotonic()
     try:
         async with Client(settings, source="demo") as client:
-            chats = [(f"tenant-{t:04d}", f"chat-{c}") for t in range(tenants)
-                     for c in range(conversations)]
+            chats = [
+                (f"tenant-{t:04d}", f"chat-{c}")
+                for t in range(tenants)
+                for c in range(conversations)
+            ]
             for tenant, chat in chats:
-                await client.send(tenant, "conversation", chat, "chat.inquired",
-                                  {"name": f"visitor {rng.randrange(10_000)}",
-                                   "message": "hello?"}, wait=False)
+                await client.send(
+                    tenant,
+                    "conversation",
+                    chat,
+                    "chat.inquired",
+                    {"name": f"visitor {rng.randrange(10_000)}", "message": "hello?"},
+                    wait=False,
+                )
             await client.flush()
             print(f"  sent {total} inquiries in {time.monotonic() - started:.1f}s")
             answered = [c for c in chats if rng.random() < answer_ratio]
             await asyncio.sleep(1.0)
             for tenant, chat in answered:
-                await client.send(tenant, "conversation", chat, "chat.replied",
-                                  {"by": "agent", "message": "hi!"}, wait=False)
+                await client.send(
+                    tenant,
+                    "conversation",
+                    chat,
+                    "chat.replied",
+                    {"by": "agent", "message": "hi!"},
+                    wait=False,
+                )
             await client.flush()
-            print(f"  answered {len(answered)}; the other {total - len(answered)} will "
-                  "time out")
+            print(f"  answered {len(answered)}; the other {total - len(answered)} will time out")
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             done = sum(1 for s in latest.values() if s in ("answered", "escalated"))
@@ -114,8 +140,7 @@ async def main(tenants: int, conversations: int, answer_ratio: float) -> int:
                 return 1
             await asyncio.sleep(0.5)
         else:
-            print(f"timed out: {Counter(latest.values())}\n{worker.log_tail()}",
-                  file=sys.stderr)
+            print(f"timed out: {Counter(latest.values())}\n{worker.log_tail()}", file=sys.stderr)
             return 1
         elapsed = time.monotonic() - started
         print(f"\nall {total} conversations settled in {elapsed:.1f}s")
@@ -124,8 +149,10 @@ async def main(tenants: int, conversations: int, answer_ratio: float) -> int:
             print(f"    {event_type:24} {n}")
         print(f"  final statuses: {dict(sorted(Counter(latest.values()).items()))}")
         mail = registry.services.mail.sent
-        print(f"  listener actions: {len(mail)} mails to support, "
-              f"{runner.stats.sent} events sent back, {runner.stats.dead_letters} dead letters")
+        print(
+            f"  listener actions: {len(mail)} mails to support, "
+            f"{runner.stats.sent} events sent back, {runner.stats.dead_letters} dead letters"
+        )
         if mail:
             print(f"    e.g. to {mail[0][0]}: {mail[0][1]!r}")
         print("  sample states (from the worker's query API):")

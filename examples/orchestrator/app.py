@@ -26,8 +26,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline import ChartMachine, Contract, Registry, ServiceError, error_event_type
 from pipeline.statechart import Chart, ChartEvent, assign, emit
 
-__all__ = ["registry", "counter", "INCREMENT_TOPIC", "DECREMENT_TOPIC", "NOTIFY_TOPIC",
-           "SERVICE_TOPICS", "INCREMENT", "DECREMENT", "NOTIFY", "LIMIT"]
+__all__ = [
+    "registry",
+    "counter",
+    "INCREMENT_TOPIC",
+    "DECREMENT_TOPIC",
+    "NOTIFY_TOPIC",
+    "SERVICE_TOPICS",
+    "INCREMENT",
+    "DECREMENT",
+    "NOTIFY",
+    "LIMIT",
+]
 
 INCREMENT_TOPIC = "svc.number.increment"
 DECREMENT_TOPIC = "svc.number.decrement"
@@ -119,15 +129,27 @@ def _output(ctx: dict[str, Any], ev: ChartEvent) -> dict[str, Any]:
 chart = Chart.from_xstate(
     CHART,
     actions={
-        "setup": assign(lambda ctx, ev: {"value": ev.data["init"],
-                                         "increment": ev.data["increment"],
-                                         "decrement": ev.data["decrement"]}),
-        "sendIncrement": emit(lambda ctx, ev: {
-            "type": INCREMENT, "to": INCREMENT_TOPIC,
-            "data": {"value": ctx["value"], "by": ctx["increment"]}}),
-        "sendDecrement": emit(lambda ctx, ev: {
-            "type": DECREMENT, "to": DECREMENT_TOPIC,
-            "data": {"value": ctx["value"], "by": -ctx["decrement"]}}),
+        "setup": assign(
+            lambda ctx, ev: {
+                "value": ev.data["init"],
+                "increment": ev.data["increment"],
+                "decrement": ev.data["decrement"],
+            }
+        ),
+        "sendIncrement": emit(
+            lambda ctx, ev: {
+                "type": INCREMENT,
+                "to": INCREMENT_TOPIC,
+                "data": {"value": ctx["value"], "by": ctx["increment"]},
+            }
+        ),
+        "sendDecrement": emit(
+            lambda ctx, ev: {
+                "type": DECREMENT,
+                "to": DECREMENT_TOPIC,
+                "data": {"value": ctx["value"], "by": -ctx["decrement"]},
+            }
+        ),
         "store": assign(lambda ctx, ev: {"value": ev.data["result"]}),
         "fail": assign(lambda ctx, ev: {"error": ev.data["errorMessage"]}),
         "notify": emit(_notify),

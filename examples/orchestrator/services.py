@@ -48,9 +48,11 @@ def notify(command: Event) -> None:
 
 def services() -> list[Service]:
     """The three services, with their topics."""
-    return [Service("increment", INCREMENT_TOPIC, increment),
-            Service("decrement", DECREMENT_TOPIC, decrement),
-            Service("notify", NOTIFY_TOPIC, notify)]
+    return [
+        Service("increment", INCREMENT_TOPIC, increment),
+        Service("decrement", DECREMENT_TOPIC, decrement),
+        Service("notify", NOTIFY_TOPIC, notify),
+    ]
 
 
 async def main(settings: Settings) -> None:

@@ -30,8 +30,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline import ChartMachine, Contract, Registry, ServiceError, error_event_type
 from pipeline.statechart import Chart, ChartEvent, assign, emit
 
-__all__ = ["registry", "order", "INVENTORY_TOPIC", "PAYMENT_TOPIC", "SHIPPING_TOPIC",
-           "SERVICE_TOPICS", "PAYMENT_TIMEOUT_MS"]
+__all__ = [
+    "registry",
+    "order",
+    "INVENTORY_TOPIC",
+    "PAYMENT_TOPIC",
+    "SHIPPING_TOPIC",
+    "SERVICE_TOPICS",
+    "PAYMENT_TIMEOUT_MS",
+]
 
 INVENTORY_TOPIC = "svc.inventory"
 PAYMENT_TOPIC = "svc.payment"
@@ -112,6 +119,7 @@ class OrderResult(_Data):
 def _send(kind: str, to: str, fields: tuple[str, ...]) -> Any:
     """An emit of command ``kind`` to ``to``, its data picked from the order, and a log
     entry in the context (an assign runs first so the log is part of the snapshot)."""
+
     def command(ctx: dict[str, Any], ev: ChartEvent) -> dict[str, Any]:
         return {"type": kind, "to": to, "data": {f: ctx["order"][f] for f in fields}}
 
@@ -125,8 +133,12 @@ def _fail(ctx: dict[str, Any], ev: ChartEvent) -> dict[str, Any]:
 def _result(status: str) -> Any:
     def output(ctx: dict[str, Any], ev: ChartEvent) -> dict[str, Any]:
         undone = [step for step in ctx["log"] if step in ("payment.refund", "inventory.release")]
-        return {"status": status, "tracking": ctx["tracking"], "error": ctx["error"],
-                "compensated": undone}
+        return {
+            "status": status,
+            "tracking": ctx["tracking"],
+            "error": ctx["error"],
+            "compensated": undone,
+        }
 
     return output
 
@@ -135,8 +147,14 @@ chart = Chart(
     {
         "id": "order",
         "initial": "reserving",
-        "context": lambda order: {"order": order, "reservation": None, "payment": None,
-                                  "tracking": None, "error": None, "log": []},
+        "context": lambda order: {
+            "order": order,
+            "reservation": None,
+            "payment": None,
+            "tracking": None,
+            "error": None,
+            "log": [],
+        },
         "states": {
             "reserving": {
                 "entry": _send("inventory.reserve", INVENTORY_TOPIC, ("order_id", "sku", "qty")),
@@ -150,9 +168,12 @@ chart = Chart(
             },
             "charging": {
                 "entry": _send("payment.charge", PAYMENT_TOPIC, ("order_id", "amount")),
-                "after": {"paymentTimeout": {
-                    "target": "refunding",
-                    "actions": assign({"error": "payment did not answer in time"})}},
+                "after": {
+                    "paymentTimeout": {
+                        "target": "refunding",
+                        "actions": assign({"error": "payment did not answer in time"}),
+                    }
+                },
                 "on": {
                     "payment.charged": {
                         "target": "shipping",

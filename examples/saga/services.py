@@ -41,8 +41,7 @@ class Inventory:
         if command.type == "inventory.reserve":
             qty = command.data["qty"]
             if qty > self.stock:
-                raise Refused(f"only {self.stock} of {command.data['sku']!r} in stock, "
-                              f"{qty} asked")
+                raise Refused(f"only {self.stock} of {command.data['sku']!r} in stock, {qty} asked")
             self.reserved[order_id] = qty
             return "inventory.reserved", {"reservation": f"r-{order_id}"}
         if command.type == "inventory.release":
@@ -89,9 +88,11 @@ class Shipping:
 
 def services() -> list[Service]:
     """The three services, with their topics."""
-    return [Service("inventory", INVENTORY_TOPIC, Inventory()),
-            Service("payment", PAYMENT_TOPIC, Payments()),
-            Service("shipping", SHIPPING_TOPIC, Shipping())]
+    return [
+        Service("inventory", INVENTORY_TOPIC, Inventory()),
+        Service("payment", PAYMENT_TOPIC, Payments()),
+        Service("shipping", SHIPPING_TOPIC, Shipping()),
+    ]
 
 
 async def main(settings: Settings) -> None:

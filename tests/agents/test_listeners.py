@@ -20,10 +20,19 @@ from tests.samples import counter_machine
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
 
-def _change(i: int, instance: str, count: int, event_type: str = "counter.added"
-            ) -> StateChange:
-    return StateChange("acme", "counter", instance, i, 1, f"e{i}", event_type, i,
-                       {"count": count - 1}, {"count": count})
+def _change(i: int, instance: str, count: int, event_type: str = "counter.added") -> StateChange:
+    return StateChange(
+        "acme",
+        "counter",
+        instance,
+        i,
+        1,
+        f"e{i}",
+        event_type,
+        i,
+        {"count": count - 1},
+        {"count": count},
+    )
 
 
 async def _publish(bootstrap: str, topic: str, changes: list[StateChange]) -> None:
@@ -37,8 +46,9 @@ async def _publish(bootstrap: str, topic: str, changes: list[StateChange]) -> No
         await producer.stop()
 
 
-async def _run_until(runner: ListenerRunner, done: Callable[[], bool],
-                     timeout_s: float = 30) -> None:
+async def _run_until(
+    runner: ListenerRunner, done: Callable[[], bool], timeout_s: float = 30
+) -> None:
     task = asyncio.create_task(runner.run())
     try:
         for _ in range(int(timeout_s * 10)):
@@ -54,8 +64,8 @@ async def _run_until(runner: ListenerRunner, done: Callable[[], bool],
 
 
 async def test_failing_listener_is_retried_then_dead_lettered_without_holding_others(
-        kafka_bootstrap: str, unique: Callable[[str], str], tmp_path: Path,
-        topic_factory: TopicFactory) -> None:
+    kafka_bootstrap: str, unique: Callable[[str], str], tmp_path: Path, topic_factory: TopicFactory
+) -> None:
     env = settings_env(kafka_bootstrap, unique("lst"), tmp_path)
     settings = settings_from(env)
     for name in (settings.topics.state_changes, settings.topics.dlq):
@@ -87,8 +97,9 @@ async def test_failing_listener_is_retried_then_dead_lettered_without_holding_ot
     assert sorted(seq for _, seq in calls["big"]) == list(range(3, 13))  # not the reset
     bad_attempts = [a for inst, a in calls["flaky"] if inst == "bad"]
     assert bad_attempts == [0, 1, 2] * 3  # 1 try + 2 retries, for each bad change
-    dead = await read_topic(kafka_bootstrap, settings.topics.dlq,
-                            until=lambda rs: len(rs) >= 3, timeout_s=20)
+    dead = await read_topic(
+        kafka_bootstrap, settings.topics.dlq, until=lambda rs: len(rs) >= 3, timeout_s=20
+    )
     assert len(dead) == 3
     for rec in dead:
         headers = DeadLetter.read_headers(rec.headers)
@@ -106,8 +117,8 @@ async def test_failing_listener_is_retried_then_dead_lettered_without_holding_ot
 
 
 async def test_listener_send_uses_ids_derived_from_the_change(
-        kafka_bootstrap: str, unique: Callable[[str], str], tmp_path: Path,
-        topic_factory: TopicFactory) -> None:
+    kafka_bootstrap: str, unique: Callable[[str], str], tmp_path: Path, topic_factory: TopicFactory
+) -> None:
     env = settings_env(kafka_bootstrap, unique("snd"), tmp_path)
     settings = settings_from(env)
     for name in (settings.topics.state_changes, settings.topics.dlq, settings.topics.events):
@@ -121,7 +132,8 @@ async def test_listener_send_uses_ids_derived_from_the_change(
     await _publish(kafka_bootstrap, settings.topics.state_changes, [_change(1, "c1", 1)])
     runner = ListenerRunner(settings, registry, group_id=unique("g"))
     await _run_until(runner, lambda: runner.stats.sent == 1)
-    sent = await read_topic(kafka_bootstrap, settings.topics.events,
-                            until=lambda rs: len(rs) >= 1, timeout_s=10)
+    sent = await read_topic(
+        kafka_bootstrap, settings.topics.events, until=lambda rs: len(rs) >= 1, timeout_s=10
+    )
     assert b'"id":"e1/echo/0"' in sent[0].value  # a re-run would send the same id
     assert sent[0].key == b"acme"

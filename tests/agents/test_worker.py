@@ -23,15 +23,28 @@ from tests.harness import WorkerProcess, read_topic, settings_env
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
 
-def _event(i: int, tenant: str, instance: str, kind: str = "counter.added",
-           data: Any = None, machine: str = "counter") -> Event:
-    return Event(f"ev-{i}", kind, "tests", tenant, machine, instance,
-                 1_700_000_000_000 + i, {"amount": i % 7} if data is None else data)
+def _event(
+    i: int,
+    tenant: str,
+    instance: str,
+    kind: str = "counter.added",
+    data: Any = None,
+    machine: str = "counter",
+) -> Event:
+    return Event(
+        f"ev-{i}",
+        kind,
+        "tests",
+        tenant,
+        machine,
+        instance,
+        1_700_000_000_000 + i,
+        {"amount": i % 7} if data is None else data,
+    )
 
 
 async def _produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes | None]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True,
-                                linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5)
     await producer.start()
     try:
         for key, value in values:
@@ -50,8 +63,13 @@ def _get_state(port: str, tenant: str, machine: str, instance: str) -> dict[str,
         return None
 
 
-async def _wait_state(worker: WorkerProcess, port: str, address: tuple[str, str, str],
-                      seq: int, timeout_s: float = 60.0) -> dict[str, Any]:
+async def _wait_state(
+    worker: WorkerProcess,
+    port: str,
+    address: tuple[str, str, str],
+    seq: int,
+    timeout_s: float = 60.0,
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     found = None
     while time.monotonic() < deadline:
@@ -60,13 +78,13 @@ async def _wait_state(worker: WorkerProcess, port: str, address: tuple[str, str,
         if found is not None and found.get("seq") == seq:
             return found
         await asyncio.sleep(0.3)
-    raise AssertionError(f"{address} never reached seq {seq} (last: {found})\n"
-                         f"{worker.log_tail()}")
+    raise AssertionError(f"{address} never reached seq {seq} (last: {found})\n{worker.log_tail()}")
 
 
 @pytest.fixture
-def worker_env(kafka_bootstrap: str, unique: Callable[[str], str],
-               data_dir: Path) -> dict[str, str]:
+def worker_env(
+    kafka_bootstrap: str, unique: Callable[[str], str], data_dir: Path
+) -> dict[str, str]:
     return settings_env(kafka_bootstrap, unique("app"), data_dir)
 
 
@@ -78,7 +96,8 @@ def worker(worker_env: dict[str, str], tmp_path: Path) -> Any:
 
 
 async def test_state_survives_restart_by_changelog_recovery(
-        kafka_bootstrap: str, worker: WorkerProcess, worker_env: dict[str, str]) -> None:
+    kafka_bootstrap: str, worker: WorkerProcess, worker_env: dict[str, str]
+) -> None:
     app, port = worker_env["GARRISON_APP"], worker_env["GARRISON_WEB_PORT"]
     worker.start()
     tenants = [f"t{n}" for n in range(6)]
@@ -87,19 +106,25 @@ async def test_state_survives_restart_by_changelog_recovery(
         ev = _event(i, tenants[i % 6], f"c{i % 4}")
         values.append((ev.tenant.encode(), encode_event(ev)))
     await _produce(kafka_bootstrap, f"{app}.events", values)
-    changes = await read_topic(kafka_bootstrap, f"{app}.state-changes",
-                               until=lambda rs: len(rs) >= 60, timeout_s=90,
-                               alive=worker.alive, describe=worker.log_tail)
+    changes = await read_topic(
+        kafka_bootstrap,
+        f"{app}.state-changes",
+        until=lambda rs: len(rs) >= 60,
+        timeout_s=90,
+        alive=worker.alive,
+        describe=worker.log_tail,
+    )
     assert len(changes) == 60
     before = {}
     for tenant in tenants:
         for c in range(4):
-            expected_seq = sum(1 for i in range(60) if i % 6 == tenants.index(tenant)
-                               and i % 4 == c)
+            expected_seq = sum(
+                1 for i in range(60) if i % 6 == tenants.index(tenant) and i % 4 == c
+            )
             if expected_seq:
-                before[(tenant, c)] = await _wait_state(worker, port,
-                                                        (tenant, "counter", f"c{c}"),
-                                                        expected_seq)
+                before[(tenant, c)] = await _wait_state(
+                    worker, port, (tenant, "counter", f"c{c}"), expected_seq
+                )
     worker.stop()
     assert not worker.alive()
     shutil.rmtree(worker_env["GARRISON_DATA_DIR"])  # the local RocksDB is gone
@@ -144,7 +169,8 @@ def _bad(kind: str, i: int) -> bytes:
 
 
 async def test_bad_input_goes_to_the_dead_letter_topic_and_loses_nothing(
-        kafka_bootstrap: str, worker: WorkerProcess, worker_env: dict[str, str]) -> None:
+    kafka_bootstrap: str, worker: WorkerProcess, worker_env: dict[str, str]
+) -> None:
     app = worker_env["GARRISON_APP"]
     worker.start()
     values: list[tuple[bytes, bytes | None]] = []
@@ -158,11 +184,17 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_loses_nothing(
             amounts += ev.data["amount"]
         values.append((b"acme", _bad(kind, 100 * i + 50)))
     await _produce(kafka_bootstrap, f"{app}.events", values)
-    dead = await read_topic(kafka_bootstrap, f"{app}.dlq",
-                            until=lambda rs: len(rs) >= len(BAD_KINDS), timeout_s=90,
-                            alive=worker.alive, describe=worker.log_tail)
-    changes = await read_topic(kafka_bootstrap, f"{app}.state-changes",
-                               until=lambda rs: len(rs) >= good, timeout_s=30)
+    dead = await read_topic(
+        kafka_bootstrap,
+        f"{app}.dlq",
+        until=lambda rs: len(rs) >= len(BAD_KINDS),
+        timeout_s=90,
+        alive=worker.alive,
+        describe=worker.log_tail,
+    )
+    changes = await read_topic(
+        kafka_bootstrap, f"{app}.state-changes", until=lambda rs: len(rs) >= good, timeout_s=30
+    )
     assert len(dead) == len(BAD_KINDS)
     assert len(changes) == good
     final = orjson.loads(changes[-1].value)
@@ -181,39 +213,51 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_loses_nothing(
 
 
 async def test_durable_timers_fire_once_and_periodically_then_cancel(
-        kafka_bootstrap: str, worker: WorkerProcess, worker_env: dict[str, str]) -> None:
+    kafka_bootstrap: str, worker: WorkerProcess, worker_env: dict[str, str]
+) -> None:
     app = worker_env["GARRISON_APP"]
     worker.start()
     now = int(time.time() * 1000)
-    once = Event("a1", "counter.alarm", "tests", "acme", "counter", "once", now,
-                 {"seconds": 1})
-    periodic = Event("p1", "counter.alarm", "tests", "acme", "counter", "every", now,
-                     {"seconds": 1, "every": 1})
-    await _produce(kafka_bootstrap, f"{app}.events",
-                   [(b"acme", encode_event(once)), (b"acme", encode_event(periodic))])
+    once = Event("a1", "counter.alarm", "tests", "acme", "counter", "once", now, {"seconds": 1})
+    periodic = Event(
+        "p1", "counter.alarm", "tests", "acme", "counter", "every", now, {"seconds": 1, "every": 1}
+    )
+    await _produce(
+        kafka_bootstrap,
+        f"{app}.events",
+        [(b"acme", encode_event(once)), (b"acme", encode_event(periodic))],
+    )
 
     def rang(records: list[Any], instance: str) -> list[dict[str, Any]]:
         changes = [orjson.loads(r.value) for r in records]
-        return [c for c in changes if c["instance"] == instance
-                and c["event_type"] == "counter.rang"]
+        return [
+            c for c in changes if c["instance"] == instance and c["event_type"] == "counter.rang"
+        ]
 
-    records = await read_topic(kafka_bootstrap, f"{app}.state-changes",
-                               until=lambda rs: len(rang(rs, "every")) >= 3, timeout_s=60,
-                               alive=worker.alive, describe=worker.log_tail)
+    records = await read_topic(
+        kafka_bootstrap,
+        f"{app}.state-changes",
+        until=lambda rs: len(rang(rs, "every")) >= 3,
+        timeout_s=60,
+        alive=worker.alive,
+        describe=worker.log_tail,
+    )
     fired = rang(records, "every")
     # Each firing is the timer's due time, one period apart, whatever the tick.
     assert [c["time_ms"] - now for c in fired[:3]] == [1000, 2000, 3000]
     assert [c["state"]["count"] for c in fired[:3]] == [100, 200, 300]
-    snooze = Event("s1", "counter.snooze", "tests", "acme", "counter", "every",
-                   now + 3500, None)
+    snooze = Event("s1", "counter.snooze", "tests", "acme", "counter", "every", now + 3500, None)
     await _produce(kafka_bootstrap, f"{app}.events", [(b"acme", encode_event(snooze))])
     await asyncio.sleep(4)
-    records = await read_topic(kafka_bootstrap, f"{app}.state-changes",
-                               until=lambda rs: any(orjson.loads(r.value)["event_id"] == "s1"
-                                                    for r in rs), timeout_s=30)
+    records = await read_topic(
+        kafka_bootstrap,
+        f"{app}.state-changes",
+        until=lambda rs: any(orjson.loads(r.value)["event_id"] == "s1" for r in rs),
+        timeout_s=30,
+    )
     after = [orjson.loads(r.value) for r in records]
     snoozed_at = next(i for i, c in enumerate(after) if c["event_id"] == "s1")
-    assert not [c for c in after[snoozed_at + 1:] if c["instance"] == "every"]
+    assert not [c for c in after[snoozed_at + 1 :] if c["instance"] == "every"]
     assert len(rang(records, "once")) == 1
     seqs = [c["seq"] for c in after if c["instance"] == "every"]
     assert seqs == list(range(1, len(seqs) + 1))
@@ -221,38 +265,57 @@ async def test_durable_timers_fire_once_and_periodically_then_cancel(
 
 @pytest.mark.parametrize("wipe", [False, True], ids=["local-store", "restored"])
 async def test_a_restarted_worker_skips_what_it_applied_by_the_stored_offset(
-        wipe: bool, kafka_bootstrap: str, unique: Callable[[str], str], data_dir: Path,
-        tmp_path: Path) -> None:
+    wipe: bool, kafka_bootstrap: str, unique: Callable[[str], str], data_dir: Path, tmp_path: Path
+) -> None:
     # The group's offset is committed once (the first transaction) and the de-duplication
     # window is one id: after a SIGKILL the worker consumes again from the group's offset,
     # and only the offset kept with the state (in RocksDB, or restored from the
     # changelog when the disk is wiped) keeps it from applying those events twice.
-    env = settings_env(kafka_bootstrap, unique("app"), data_dir,
-                       offset_commit_interval_ms="3600000", dedupe_ids="1")
+    env = settings_env(
+        kafka_bootstrap,
+        unique("app"),
+        data_dir,
+        offset_commit_interval_ms="3600000",
+        dedupe_ids="1",
+    )
     app = env["GARRISON_APP"]
     worker = WorkerProcess("tests.sample_app", env, tmp_path / "worker.log")
 
     async def send(events: range) -> None:
-        await _produce(kafka_bootstrap, f"{app}.events",
-                       [(b"acme", encode_event(_event(i, "acme", "c1"))) for i in events])
+        await _produce(
+            kafka_bootstrap,
+            f"{app}.events",
+            [(b"acme", encode_event(_event(i, "acme", "c1"))) for i in events],
+        )
 
     worker.start()
     try:
         await send(range(300))
-        await read_topic(kafka_bootstrap, f"{app}.state-changes",
-                         until=lambda rs: len(rs) >= 300, timeout_s=90,
-                         alive=worker.alive, describe=worker.log_tail)
+        await read_topic(
+            kafka_bootstrap,
+            f"{app}.state-changes",
+            until=lambda rs: len(rs) >= 300,
+            timeout_s=90,
+            alive=worker.alive,
+            describe=worker.log_tail,
+        )
         worker.kill()
         if wipe:
             shutil.rmtree(env["GARRISON_DATA_DIR"])
         worker.start()
         await send(range(300, 400))
-        await read_topic(kafka_bootstrap, f"{app}.state-changes",
-                         until=lambda rs: len(rs) >= 400, timeout_s=120,
-                         alive=worker.alive, describe=worker.log_tail)
+        await read_topic(
+            kafka_bootstrap,
+            f"{app}.state-changes",
+            until=lambda rs: len(rs) >= 400,
+            timeout_s=120,
+            alive=worker.alive,
+            describe=worker.log_tail,
+        )
         await asyncio.sleep(3)  # anything applied twice would arrive by now
-        changes = await read_topic(kafka_bootstrap, f"{app}.state-changes",
-                                   until=lambda rs: len(rs) >= 400, timeout_s=30)
+        changes = await read_topic(
+            kafka_bootstrap, f"{app}.state-changes", until=lambda rs: len(rs) >= 400, timeout_s=30
+        )
     finally:
         worker.stop()
     seqs = [orjson.loads(rec.value)["seq"] for rec in changes]

@@ -20,8 +20,10 @@ class Pong(BaseModel):
 
 def test_a_chart_machine_is_drawn_by_the_statechart() -> None:
     chart = order()
-    machine = ChartMachine(chart, Contract(
-        init="open", accepts={"open": None, "add": None, "checkout": None, "paid": None}))
+    machine = ChartMachine(
+        chart,
+        Contract(init="open", accepts={"open": None, "add": None, "checkout": None, "paid": None}),
+    )
     text = mermaid(machine)
     assert text == to_mermaid(chart)
     assert "order_cart --> order_paying : checkout [hasItems]" in text
@@ -30,16 +32,20 @@ def test_a_chart_machine_is_drawn_by_the_statechart() -> None:
 def test_a_reducer_machine_is_one_state_with_a_loop_per_event_type() -> None:
     text = mermaid(counter_machine())
     lines = text.splitlines()
-    assert lines[:3] == ["stateDiagram-v2", '    state "counter v1" as counter',
-                         "    [*] --> counter : first event"]
+    assert lines[:3] == [
+        "stateDiagram-v2",
+        '    state "counter v1" as counter',
+        "    [*] --> counter : first event",
+    ]
     assert "    counter --> counter : counter.added" in lines
     assert sum(line.startswith("    counter --> counter") for line in lines) == 8
     assert text.endswith("\n")
 
 
 def test_emits_and_ttl_show_on_a_reducer_diagram() -> None:
-    m: Machine[dict[str, object]] = Machine("pinger-2", ttl=timedelta(seconds=30),
-                                            emits={"pinged": Pong})
+    m: Machine[dict[str, object]] = Machine(
+        "pinger-2", ttl=timedelta(seconds=30), emits={"pinged": Pong}
+    )
 
     @m.on("ping")
     def ping(config: object, state: dict[str, object], ev: object) -> dict[str, object]:

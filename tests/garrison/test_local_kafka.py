@@ -23,8 +23,12 @@ async def test_produce_and_consume(kafka_bootstrap: str, topic_factory: TopicFac
         await producer.flush()
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     got: list[tuple[bytes, bytes]] = []
     try:
@@ -41,11 +45,11 @@ async def test_produce_and_consume(kafka_bootstrap: str, topic_factory: TopicFac
     assert per_key == [f"v{i}".encode() for i in range(0, 30, 5)]
 
 
-async def test_transactions_commit_and_abort(kafka_bootstrap: str,
-                                             topic_factory: TopicFactory) -> None:
+async def test_transactions_commit_and_abort(
+    kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
     topic = await topic_factory("txn", partitions=1)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap,
-                                transactional_id=f"{topic}-tx")
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=f"{topic}-tx")
     await producer.start()
     try:
         async with producer.transaction():
@@ -57,9 +61,12 @@ async def test_transactions_commit_and_abort(kafka_bootstrap: str,
             await producer.send(topic, b"end")
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap,
-                                auto_offset_reset="earliest",
-                                isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
     await consumer.start()
     seen: list[bytes] = []
     try:
@@ -79,8 +86,9 @@ def test_cli_up_twice_status_down(tmp_path: Path) -> None:
     opts = ["--state-dir", str(state), "--port", "0"]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*cmd, *args, *opts], capture_output=True, text=True,
-                              timeout=120, check=False)
+        return subprocess.run(
+            [*cmd, *args, *opts], capture_output=True, text=True, timeout=120, check=False
+        )
 
     try:
         first = run("up")

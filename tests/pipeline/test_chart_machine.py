@@ -58,11 +58,15 @@ class Total(BaseModel):
     total: int
 
 
-def order_contract(*, reminder: type[BaseModel] = RootModel[int],
-                   output: type[BaseModel] | None = Total) -> Contract:
-    return Contract(init="order.open",
-                    accepts={"order.open": Open, "add": Item, "checkout": None, "paid": Payment},
-                    emits={"cart.empty": None, "reminder": reminder}, output=output)
+def order_contract(
+    *, reminder: type[BaseModel] = RootModel[int], output: type[BaseModel] | None = Total
+) -> Contract:
+    return Contract(
+        init="order.open",
+        accepts={"order.open": Open, "add": Item, "checkout": None, "paid": Payment},
+        emits={"cart.empty": None, "reminder": reminder},
+        output=output,
+    )
 
 
 def order_machine(version: int = 1, **kwargs: Any) -> ChartMachine:
@@ -74,15 +78,24 @@ REMINDER = "order.paying#afterreminder"
 GIVE_UP = "order.paying#after60000"
 
 
-def ev(type: str, data: Any = None, *, id: str, time_ms: int = T0, instance: str = "o1",
-       timer: str | None = None) -> Any:
-    return event(type, data, id=id, machine="order", instance=instance, time_ms=time_ms,
-                 timer=timer)
+def ev(
+    type: str,
+    data: Any = None,
+    *,
+    id: str,
+    time_ms: int = T0,
+    instance: str = "o1",
+    timer: str | None = None,
+) -> Any:
+    return event(
+        type, data, id=id, machine="order", instance=instance, time_ms=time_ms, timer=timer
+    )
 
 
 def opened(reg: Registry = REG, instance: str = "o1") -> Record:
-    out = step(reg, None, ev("order.open", {"customer": "ann"}, id=f"{instance}-open",
-                             instance=instance))
+    out = step(
+        reg, None, ev("order.open", {"customer": "ann"}, id=f"{instance}-open", instance=instance)
+    )
     assert out.record is not None
     return out.record
 
@@ -96,8 +109,13 @@ def run(record: Record | None, *events: Any, reg: Registry = REG) -> Any:
 
 
 def in_paying(reg: Registry = REG) -> Record:
-    out = run(opened(reg), ev("add", {"price": 10}, id="a1"), ev("add", {"price": 5}, id="a2"),
-              ev("checkout", id="c", time_ms=T0 + 1), reg=reg)
+    out = run(
+        opened(reg),
+        ev("add", {"price": 10}, id="a1"),
+        ev("add", {"price": 5}, id="a2"),
+        ev("checkout", id="c", time_ms=T0 + 1),
+        reg=reg,
+    )
     assert out.record.state["value"] == "paying"
     return out.record  # type: ignore[no-any-return]
 
@@ -114,22 +132,32 @@ def test_the_init_event_starts_an_instance_with_the_chart_snapshot() -> None:
     out = step(REG, None, ev("order.open", {"customer": "ann"}, id="x"))
     assert out.status == "applied"
     assert out.record is not None
-    assert out.record.state == {"value": "cart", "context": {"items": 0, "total": 0},
-                                "status": "active", "output": None}
+    assert out.record.state == {
+        "value": "cart",
+        "context": {"items": 0, "total": 0},
+        "status": "active",
+        "output": None,
+    }
     assert (out.record.seq, out.record.version) == (1, 1)
     assert REG.latest("order").event_types == {"order.open", "add", "checkout", "paid"}
 
 
 def test_any_other_first_event_is_refused_with_the_init_type() -> None:
-    with pytest.raises(UnknownEventType,
-                       match="instance does not exist; start it with 'order.open'"):
+    with pytest.raises(
+        UnknownEventType, match="instance does not exist; start it with 'order.open'"
+    ):
         raise refused(step(REG, None, ev("add", {"price": 1}, id="x")))
 
 
 def test_the_init_payload_is_the_chart_input_normalised() -> None:
-    chart = Chart({"id": "greeter", "initial": "idle",
-                   "context": lambda data: {"who": data["customer"], "vip": data["vip"]},
-                   "states": {"idle": {"on": {"poke": "idle"}}}})
+    chart = Chart(
+        {
+            "id": "greeter",
+            "initial": "idle",
+            "context": lambda data: {"who": data["customer"], "vip": data["vip"]},
+            "states": {"idle": {"on": {"poke": "idle"}}},
+        }
+    )
     machine = ChartMachine(chart, Contract(init="hi", accepts={"hi": Open, "poke": None}))
     out = step(Registry([machine]), None, event("hi", {"customer": "bo"}, machine="greeter"))
     assert out.record is not None
@@ -144,15 +172,19 @@ def test_init_again_on_an_existing_instance_is_not_allowed() -> None:
 # -- contracts ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("type", "data", "error", "text"), [
-    ("add", {"price": "lots"}, ContractViolation, "payload of 'add' does not fit Item: price"),
-    ("add", {"price": -1}, ContractViolation, "greater than or equal to 0"),
-    ("add", {"price": 1, "x": 1}, ContractViolation, "x: Extra inputs"),
-    ("checkout", {"now": True}, ContractViolation, "'checkout' carries no data by contract"),
-    ("refund", None, UnknownEventType, "does not accept 'refund'; its contract accepts: add"),
-])
+@pytest.mark.parametrize(
+    ("type", "data", "error", "text"),
+    [
+        ("add", {"price": "lots"}, ContractViolation, "payload of 'add' does not fit Item: price"),
+        ("add", {"price": -1}, ContractViolation, "greater than or equal to 0"),
+        ("add", {"price": 1, "x": 1}, ContractViolation, "x: Extra inputs"),
+        ("checkout", {"now": True}, ContractViolation, "'checkout' carries no data by contract"),
+        ("refund", None, UnknownEventType, "does not accept 'refund'; its contract accepts: add"),
+    ],
+)
 def test_incoming_payloads_are_checked_before_the_chart_runs(
-        type: str, data: Any, error: type[Rejected], text: str) -> None:
+    type: str, data: Any, error: type[Rejected], text: str
+) -> None:
     record = opened()
     with pytest.raises(error, match=text) as info:
         raise refused(step(REG, record, ev(type, data, id="bad")))
@@ -173,10 +205,16 @@ def test_emitted_data_is_checked_against_the_contract() -> None:
 
 
 def test_an_emitted_type_outside_the_contract_is_a_violation() -> None:
-    chart = Chart({"id": "m", "initial": "a", "states": {"a": {"on": {"go": {
-        "actions": emit({"type": "surprise"})}}}}})
-    reg = Registry([ChartMachine(chart, Contract(init="start", accepts={"start": None,
-                                                                        "go": None}))])
+    chart = Chart(
+        {
+            "id": "m",
+            "initial": "a",
+            "states": {"a": {"on": {"go": {"actions": emit({"type": "surprise"})}}}},
+        }
+    )
+    reg = Registry(
+        [ChartMachine(chart, Contract(init="start", accepts={"start": None, "go": None}))]
+    )
     rec = step(reg, None, event("start", None, machine="m")).record
     with pytest.raises(ContractViolation, match="emitted 'surprise', which its contract does"):
         raise refused(step(reg, rec, event("go", None, id="g", machine="m")))
@@ -193,24 +231,51 @@ def test_the_output_is_checked_when_the_machine_completes() -> None:
         raise refused(step(reg, record, ev("paid", {"amount": 15}, id="p")))
 
 
-@pytest.mark.parametrize(("make", "text"), [
-    (lambda: ChartMachine(order(), Contract(
-        init="order.open", accepts={"order.open": None, "add": Item, "checkout": None,
-                                    "paid": Payment, "cancel": None})),
-     "accepts 'cancel' but no transition of the chart handles it"),
-    (lambda: ChartMachine(order(), Contract(
-        init="order.open", accepts={"order.open": None, "add": Item, "checkout": None})),
-     "the chart handles 'paid' but the contract does not declare it"),
-    (lambda: ChartMachine(Chart({"initial": "a", "states": {"a": {}}}),
-                          Contract(init="go", accepts={"go": None}, output=Total)),
-     "declares an output but the chart has no final state"),
-    (lambda: Contract(init="go", accepts={"other": None}), "init 'go' is not in accepts"),
-    (lambda: Contract(init="go", accepts={"go": dict}), "must be a pydantic BaseModel"),
-    (lambda: Contract(init="go", accepts={"go": None, "xstate.after.1.m.a": None}),
-     "is an interpreter event"),
-    (lambda: order_machine(version=0), "version must be an int >= 1"),
-    (lambda: ChartMachine(order(), order_contract(), name="a/b"), "contains '/'"),
-])
+@pytest.mark.parametrize(
+    ("make", "text"),
+    [
+        (
+            lambda: ChartMachine(
+                order(),
+                Contract(
+                    init="order.open",
+                    accepts={
+                        "order.open": None,
+                        "add": Item,
+                        "checkout": None,
+                        "paid": Payment,
+                        "cancel": None,
+                    },
+                ),
+            ),
+            "accepts 'cancel' but no transition of the chart handles it",
+        ),
+        (
+            lambda: ChartMachine(
+                order(),
+                Contract(
+                    init="order.open", accepts={"order.open": None, "add": Item, "checkout": None}
+                ),
+            ),
+            "the chart handles 'paid' but the contract does not declare it",
+        ),
+        (
+            lambda: ChartMachine(
+                Chart({"initial": "a", "states": {"a": {}}}),
+                Contract(init="go", accepts={"go": None}, output=Total),
+            ),
+            "declares an output but the chart has no final state",
+        ),
+        (lambda: Contract(init="go", accepts={"other": None}), "init 'go' is not in accepts"),
+        (lambda: Contract(init="go", accepts={"go": dict}), "must be a pydantic BaseModel"),
+        (
+            lambda: Contract(init="go", accepts={"go": None, "xstate.after.1.m.a": None}),
+            "is an interpreter event",
+        ),
+        (lambda: order_machine(version=0), "version must be an int >= 1"),
+        (lambda: ChartMachine(order(), order_contract(), name="a/b"), "contains '/'"),
+    ],
+)
 def test_definition_mistakes_are_raised_at_definition(make: Any, text: str) -> None:
     with pytest.raises(InvalidDefinition, match=text):
         make()
@@ -219,16 +284,20 @@ def test_definition_mistakes_are_raised_at_definition(make: Any, text: str) -> N
 def test_service_errors_follow_arvos_convention() -> None:
     assert error_event_type("payment.charge") == "sys.payment.charge.error"
     assert ServiceError(errorName="E", errorMessage="m").model_dump() == {
-        "errorName": "E", "errorMessage": "m", "errorStack": None}
+        "errorName": "E",
+        "errorMessage": "m",
+        "errorStack": None,
+    }
 
 
 # -- refusals -----------------------------------------------------------------------------
 
 
 def test_an_event_not_enabled_in_the_current_state_is_refused_with_what_is() -> None:
-    with pytest.raises(TransitionNotAllowed,
-                       match=r"in state cart: 'paid' is not enabled; enabled now: add, checkout"
-                       ) as info:
+    with pytest.raises(
+        TransitionNotAllowed,
+        match=r"in state cart: 'paid' is not enabled; enabled now: add, checkout",
+    ) as info:
         raise refused(step(REG, opened(), ev("paid", {"amount": 1}, id="p")))
     assert info.value.stage == "transition"
     assert info.value.value == "cart"
@@ -288,8 +357,9 @@ def test_a_timer_of_a_state_left_early_is_stale() -> None:
 
 
 def test_ttl_applies_to_chart_machines_too() -> None:
-    reg = Registry([ChartMachine(order(), order_contract(), ttl=timedelta(seconds=5),
-                                 topics=["mailer"])])
+    reg = Registry(
+        [ChartMachine(order(), order_contract(), ttl=timedelta(seconds=5), topics=["mailer"])]
+    )
     record = opened(reg)
     assert record.timers[TTL_TIMER].due_ms == T0 + 5000
     gone = step(reg, record, fire(record, TTL_TIMER))
@@ -300,25 +370,50 @@ def test_ttl_applies_to_chart_machines_too() -> None:
 
 
 def _router() -> Registry:
-    chart = Chart({"id": "router", "initial": "a", "states": {"a": {"on": {"send": {
-        "actions": emit(lambda ctx, e: {"type": "note", "data": None, "to": e.data["to"]})}}}}})
-    return Registry([ChartMachine(chart, Contract(
-        init="start", accepts={"start": None, "send": Target}, emits={"note": None}),
-        topics=["svc.notes", "svc.other"])])
+    chart = Chart(
+        {
+            "id": "router",
+            "initial": "a",
+            "states": {
+                "a": {
+                    "on": {
+                        "send": {
+                            "actions": emit(
+                                lambda ctx, e: {"type": "note", "data": None, "to": e.data["to"]}
+                            )
+                        }
+                    }
+                }
+            },
+        }
+    )
+    return Registry(
+        [
+            ChartMachine(
+                chart,
+                Contract(
+                    init="start", accepts={"start": None, "send": Target}, emits={"note": None}
+                ),
+                topics=["svc.notes", "svc.other"],
+            )
+        ]
+    )
 
 
 class Target(BaseModel):
     to: str | None
 
 
-@pytest.mark.parametrize(("to", "where"), [
-    (None, (None, "router", "r1")),
-    ("machine:audit", (None, "audit", "r1")),
-    ("machine:audit/log-1", (None, "audit", "log-1")),
-    ("svc.notes", ("svc.notes", "router", "r1")),
-])
-def test_emit_targets_map_to_instances_or_topics(to: str | None, where: tuple[Any, ...]
-                                                 ) -> None:
+@pytest.mark.parametrize(
+    ("to", "where"),
+    [
+        (None, (None, "router", "r1")),
+        ("machine:audit", (None, "audit", "r1")),
+        ("machine:audit/log-1", (None, "audit", "log-1")),
+        ("svc.notes", ("svc.notes", "router", "r1")),
+    ],
+)
+def test_emit_targets_map_to_instances_or_topics(to: str | None, where: tuple[Any, ...]) -> None:
     reg = _router()
     rec = step(reg, None, event("start", None, machine="router", instance="r1")).record
     out = step(reg, rec, event("send", {"to": to}, id="s", machine="router", instance="r1"))
@@ -327,16 +422,21 @@ def test_emit_targets_map_to_instances_or_topics(to: str | None, where: tuple[An
     assert sent.event.parentid == "s"
 
 
-@pytest.mark.parametrize(("to", "text"), [
-    ("machine:a/b/c", "contains '/'"),
-    ("machine:", "machine id is empty"),
-    ("svc.undeclared", r"nor a topic declared in topics= \(declared: svc.notes, svc.other\)"),
-])
+@pytest.mark.parametrize(
+    ("to", "text"),
+    [
+        ("machine:a/b/c", "contains '/'"),
+        ("machine:", "machine id is empty"),
+        ("svc.undeclared", r"nor a topic declared in topics= \(declared: svc.notes, svc.other\)"),
+    ],
+)
 def test_a_bad_emit_target_is_a_reducer_failure_not_a_crash(to: str, text: str) -> None:
     reg = _router()
     rec = step(reg, None, event("start", None, machine="router", instance="r1")).record
     with pytest.raises(ReducerFailed, match=f"emitted 'note': .*{text}"):
-        raise refused(step(reg, rec, event("send", {"to": to}, id="s", machine="router", instance="r1")))
+        raise refused(
+            step(reg, rec, event("send", {"to": to}, id="s", machine="router", instance="r1"))
+        )
 
 
 def test_declared_topics_are_checked_and_collected() -> None:
@@ -351,8 +451,12 @@ def test_effects_are_plain_garrison_effects() -> None:
     machine = order_machine()
     _, effects = machine.start(ev("order.open", {"customer": "a"}, id="x"))
     assert effects == ()
-    state = {"value": "cart", "context": {"items": 0, "total": 0}, "status": "active",
-             "output": None}
+    state = {
+        "value": "cart",
+        "context": {"items": 0, "total": 0},
+        "status": "active",
+        "output": None,
+    }
     _, effects = machine.apply(state, ev("checkout", id="c"))
     assert effects == (Emit("cart.empty", None),)
 
@@ -363,16 +467,30 @@ def test_effects_are_plain_garrison_effects() -> None:
 def _order_v2() -> ChartMachine:
     """v2 charges a flat fee of 1 per item: its context keeps a 'fee'."""
     chart = order()
-    config = {"id": "order", "initial": "cart", "context": {"items": 0, "total": 0, "fee": 0},
-              "states": {"cart": {"on": {"add": {"actions": "add"}}}}}
+    config = {
+        "id": "order",
+        "initial": "cart",
+        "context": {"items": 0, "total": 0, "fee": 0},
+        "states": {"cart": {"on": {"add": {"actions": "add"}}}},
+    }
     from pipeline.statechart import assign
 
-    v2 = Chart(config, actions={"add": assign(lambda ctx, e: {
-        "items": ctx["items"] + 1, "total": ctx["total"] + e.data["price"] + 1,
-        "fee": ctx["fee"] + 1})})
+    v2 = Chart(
+        config,
+        actions={
+            "add": assign(
+                lambda ctx, e: {
+                    "items": ctx["items"] + 1,
+                    "total": ctx["total"] + e.data["price"] + 1,
+                    "fee": ctx["fee"] + 1,
+                }
+            )
+        },
+    )
     assert chart.name == v2.name
-    return ChartMachine(v2, Contract(init="order.open", accepts={"order.open": Open,
-                                                                  "add": Item}), version=2)
+    return ChartMachine(
+        v2, Contract(init="order.open", accepts={"order.open": Open, "add": Item}), version=2
+    )
 
 
 def test_instances_keep_their_version_and_new_ones_take_the_latest() -> None:
@@ -382,8 +500,10 @@ def test_instances_keep_their_version_and_new_ones_take_the_latest() -> None:
     kept = step(reg, old, ev("add", {"price": 10}, id="a", instance="old"))
     assert kept.record.version == 1
     assert kept.record.state["context"] == {"items": 1, "total": 10}
-    assert step(reg, kept.record, ev("checkout", id="c", instance="old")
-                ).record.state["value"] == "paying"
+    assert (
+        step(reg, kept.record, ev("checkout", id="c", instance="old")).record.state["value"]
+        == "paying"
+    )
     new = opened(reg, "new")
     assert new.version == 2
     added = step(reg, new, ev("add", {"price": 10}, id="a", instance="new"))
@@ -409,11 +529,14 @@ def test_a_migration_moves_a_snapshot_to_the_new_version() -> None:
 
 # -- replay -------------------------------------------------------------------------------
 
-_ops = st.lists(st.one_of(
-    st.tuples(st.just("add"), st.integers(-1, 20)),
-    st.tuples(st.sampled_from(["checkout", "bogus", REMINDER, GIVE_UP]), st.just(0)),
-    st.tuples(st.just("paid"), st.integers(0, 40)),
-), max_size=30)
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.integers(-1, 20)),
+        st.tuples(st.sampled_from(["checkout", "bogus", REMINDER, GIVE_UP]), st.just(0)),
+        st.tuples(st.just("paid"), st.integers(0, 40)),
+    ),
+    max_size=30,
+)
 
 
 def _replay(ops: list[tuple[str, int]]) -> tuple[Any, list[Any], list[Any]]:

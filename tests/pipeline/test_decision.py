@@ -39,14 +39,17 @@ def _set_machine() -> Machine[dict[str, Any]]:
 
 
 def _chart_machine() -> ChartMachine:
-    chart = Chart({"id": "door", "initial": "shut",
-                   "states": {"shut": {"on": {"open": "open"}}, "open": {}}})
-    return ChartMachine(chart, Contract(init="door.made", accepts={"door.made": None,
-                                                                   "open": None}))
+    chart = Chart(
+        {"id": "door", "initial": "shut", "states": {"shut": {"on": {"open": "open"}}, "open": {}}}
+    )
+    return ChartMachine(
+        chart, Contract(init="door.made", accepts={"door.made": None, "open": None})
+    )
 
 
-REG = Registry([counter_machine(ttl=timedelta(seconds=60)), pinger_machine(),
-                _set_machine(), _chart_machine()])
+REG = Registry(
+    [counter_machine(ttl=timedelta(seconds=60)), pinger_machine(), _set_machine(), _chart_machine()]
+)
 RULES = Rules(REG, TOPICS)
 
 
@@ -80,8 +83,11 @@ def _dead_letter(applied: Applied, rec: Any, stage: str, text: str) -> None:
     headers = DeadLetter.read_headers(out.headers)
     assert headers["garrison.stage"] == stage
     assert headers["garrison.reason"] == applied.reason
-    assert (headers["garrison.topic"], headers["garrison.partition"],
-            headers["garrison.offset"]) == (rec.topic, str(rec.partition), str(rec.offset))
+    assert (
+        headers["garrison.topic"],
+        headers["garrison.partition"],
+        headers["garrison.offset"],
+    ) == (rec.topic, str(rec.partition), str(rec.offset))
 
 
 def test_an_applied_event_stores_the_record_and_publishes_its_change() -> None:
@@ -127,41 +133,58 @@ def test_ttl_rearms_silently_then_expires_with_a_null_state() -> None:
     store.apply(consumed(event(time_ms=0)))
     store.apply(consumed(event(id="e2", time_ms=30_000), offset=1))
     first = timer_event_id(TTL_TIMER, 60_000)
-    rearmed = store.apply(consumed(event("x", id=first, time_ms=60_000, timer=TTL_TIMER),
-                                   offset=2))
+    rearmed = store.apply(consumed(event("x", id=first, time_ms=60_000, timer=TTL_TIMER), offset=2))
     assert (rearmed.verdict, rearmed.outputs) == ("rearmed", ())
     assert rearmed.outcome is not None and rearmed.stored is not None
     later = timer_event_id(TTL_TIMER, 90_000)
-    expired = store.apply(consumed(event("x", id=later, time_ms=90_000, timer=TTL_TIMER),
-                                   offset=3))
+    expired = store.apply(consumed(event("x", id=later, time_ms=90_000, timer=TTL_TIMER), offset=3))
     assert (expired.verdict, expired.stored) == ("expired", None)
     change = StateChange.from_json(expired.outputs[0].value or b"")
     assert (change.event_type, change.state, change.seq) == ("garrison.expired", None, 3)
 
 
-@pytest.mark.parametrize(("value", "text"), [
-    (None, "tombstone"),
-    (b"{not json", "value is not JSON"),
-    (b"[1, 2]", "expected a CloudEvent object"),
-    (b'{"specversion": "1.0", "id": "x"}', "missing CloudEvents attribute(s): source, type"),
-    (orjson.dumps({"specversion": "1.0", "id": "x", "source": "s", "type": "t",
-                   "tenant": "a/b", "machine": "m", "instance": "i"}), "contains '/'"),
-])
-def test_undecodable_records_are_dead_letters_of_stage_decode(value: bytes | None,
-                                                              text: str) -> None:
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, "tombstone"),
+        (b"{not json", "value is not JSON"),
+        (b"[1, 2]", "expected a CloudEvent object"),
+        (b'{"specversion": "1.0", "id": "x"}', "missing CloudEvents attribute(s): source, type"),
+        (
+            orjson.dumps(
+                {
+                    "specversion": "1.0",
+                    "id": "x",
+                    "source": "s",
+                    "type": "t",
+                    "tenant": "a/b",
+                    "machine": "m",
+                    "instance": "i",
+                }
+            ),
+            "contains '/'",
+        ),
+    ],
+)
+def test_undecodable_records_are_dead_letters_of_stage_decode(
+    value: bytes | None, text: str
+) -> None:
     rec = consumed(value, key=b"k", offset=7, partition=3)
     _dead_letter(Store().apply(rec), rec, "decode", text)
 
 
-@pytest.mark.parametrize(("ev", "stage", "text"), [
-    (event(machine="ghost"), "route", "no machine named 'ghost'"),
-    (event("counter.nope"), "route", "has no reducer for 'counter.nope'"),
-    (event(data={"amount": 5000}), "contract", "less than or equal to 1000"),
-    (event("counter.broken"), "reducer", "RuntimeError: this reducer always fails"),
-    (event("counter.corrupt"), "state", "does not fit Counter"),
-    (event("bag.filled", machine="bag"), "output", "not JSON"),
-    (event("open", machine="door"), "route", "start it with 'door.made'"),
-])
+@pytest.mark.parametrize(
+    ("ev", "stage", "text"),
+    [
+        (event(machine="ghost"), "route", "no machine named 'ghost'"),
+        (event("counter.nope"), "route", "has no reducer for 'counter.nope'"),
+        (event(data={"amount": 5000}), "contract", "less than or equal to 1000"),
+        (event("counter.broken"), "reducer", "RuntimeError: this reducer always fails"),
+        (event("counter.corrupt"), "state", "does not fit Counter"),
+        (event("bag.filled", machine="bag"), "output", "not JSON"),
+        (event("open", machine="door"), "route", "start it with 'door.made'"),
+    ],
+)
 def test_each_refusal_is_a_dead_letter_with_its_stage(ev: Any, stage: str, text: str) -> None:
     rec = consumed(ev, offset=11)
     _dead_letter(Store().apply(rec), rec, stage, text)

@@ -24,8 +24,7 @@ def test_duplicate_event_type() -> None:
         m.on("x")(lambda c, s, e: s)
 
 
-@pytest.mark.parametrize("fn", [lambda s, e: s, lambda c, s, e, extra: s,
-                                lambda c, s, *, e: s])
+@pytest.mark.parametrize("fn", [lambda s, e: s, lambda c, s, e, extra: s, lambda c, s, *, e: s])
 def test_reducer_signature_must_be_config_state_event(fn: Any) -> None:
     with pytest.raises(InvalidDefinition, match=r"must take \(config, state, event\)"):
         Machine("m", state=Counter).on("x")(fn)
@@ -45,11 +44,14 @@ def test_state_model_with_required_fields_needs_initial() -> None:
     assert Machine("m", state=Needs, initial=Needs(required=1)).name == "m"
 
 
-@pytest.mark.parametrize(("kwargs", "text"), [
-    ({"version": 0}, "version must be an int >= 1"),
-    ({"ttl": timedelta(0)}, "ttl must be positive"),
-    ({"state": list}, "BaseModel subclass or dict"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "text"),
+    [
+        ({"version": 0}, "version must be an int >= 1"),
+        ({"ttl": timedelta(0)}, "ttl must be positive"),
+        ({"state": list}, "BaseModel subclass or dict"),
+    ],
+)
 def test_bad_machine_options(kwargs: dict[str, Any], text: str) -> None:
     with pytest.raises(InvalidDefinition, match=text):
         Machine("m", **kwargs)
@@ -82,13 +84,16 @@ def test_listener_definitions() -> None:
         registry.listener(lambda change, ctx: None, name="y", retries=-1)
 
 
-@pytest.mark.parametrize(("make", "text"), [
-    (lambda: SetTimer("t", "x"), "exactly one of after= or at="),
-    (lambda: SetTimer("__ttl__", "x", after=timedelta(1)), "reserved"),
-    (lambda: SetTimer("t", "x", after=timedelta(1), every=timedelta(0)), "must be positive"),
-    (lambda: Emit(""), "non-empty event type"),
-    (lambda: Emit("x", instance="a b"), "contains ' '"),
-])
+@pytest.mark.parametrize(
+    ("make", "text"),
+    [
+        (lambda: SetTimer("t", "x"), "exactly one of after= or at="),
+        (lambda: SetTimer("__ttl__", "x", after=timedelta(1)), "reserved"),
+        (lambda: SetTimer("t", "x", after=timedelta(1), every=timedelta(0)), "must be positive"),
+        (lambda: Emit(""), "non-empty event type"),
+        (lambda: Emit("x", instance="a b"), "contains ' '"),
+    ],
+)
 def test_effects_validate_when_built(make: Any, text: str) -> None:
     with pytest.raises((InvalidDefinition, ValueError), match=text):
         make()

@@ -39,7 +39,7 @@ def test_the_core_imports_no_io_library_and_nothing_above_it() -> None:
 
 @pytest.mark.parametrize("package", FLOORS)
 def test_no_floor_imports_a_floor_above_it(package: str) -> None:
-    above = set(FLOORS[FLOORS.index(package) + 1:])
+    above = set(FLOORS[FLOORS.index(package) + 1 :])
     for path in _modules(package):
         bad = _imports(path) & above
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}, a floor above it"

@@ -66,16 +66,20 @@ def test_recent_ids_are_bounded() -> None:
     assert rec.recent == ("e26", "e27", "e28", "e29")
 
 
-@pytest.mark.parametrize(("kind", "data", "error", "text"), [
-    ("counter.nope", None, UnknownEventType, "has no reducer for 'counter.nope'"),
-    ("counter.added", {"amount": "many"}, ContractViolation, "amount"),
-    ("counter.added", {"amount": 5000}, ContractViolation, "less than or equal to 1000"),
-    ("counter.added", {"amount": 1, "extra": 1}, ContractViolation, "extra"),
-    ("counter.broken", None, ReducerFailed, "RuntimeError: this reducer always fails"),
-    ("counter.corrupt", None, InvalidState, "does not fit Counter"),
-])
-def test_rejections_carry_stage_and_reason(kind: str, data: Any, error: type[Exception],
-                                           text: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "data", "error", "text"),
+    [
+        ("counter.nope", None, UnknownEventType, "has no reducer for 'counter.nope'"),
+        ("counter.added", {"amount": "many"}, ContractViolation, "amount"),
+        ("counter.added", {"amount": 5000}, ContractViolation, "less than or equal to 1000"),
+        ("counter.added", {"amount": 1, "extra": 1}, ContractViolation, "extra"),
+        ("counter.broken", None, ReducerFailed, "RuntimeError: this reducer always fails"),
+        ("counter.corrupt", None, InvalidState, "does not fit Counter"),
+    ],
+)
+def test_rejections_carry_stage_and_reason(
+    kind: str, data: Any, error: type[Exception], text: str
+) -> None:
     rec = step(REG, None, event(id="a")).record
     with pytest.raises(error, match=text.replace("(", r"\(").replace(")", r"\)")) as info:
         raise refused(step(REG, rec, event(kind, data, id="b")))
@@ -92,7 +96,12 @@ def test_emit_gets_a_derived_id_same_tenant_and_parent() -> None:
     assert len(out.emitted) == 1
     sent = out.emitted[0].event
     assert (sent.id, sent.type, sent.tenant, sent.machine, sent.instance) == (
-        "p1/e0", "pinger.pong", "acme", "pinger", "c1")
+        "p1/e0",
+        "pinger.pong",
+        "acme",
+        "pinger",
+        "c1",
+    )
     assert sent.parentid == "p1"
     assert sent.time_ms == 1_700_000_000_000
     assert out.emitted[0].topic is None
@@ -105,9 +114,9 @@ def test_one_shot_timer_fires_once_then_is_gone() -> None:
     due = 1_700_000_000_000 + 10_000
     assert rec.timers["alarm"].due_ms == due
     assert [(w.name, w.old_due_ms, w.timer and w.timer.due_ms) for w in out.timers] == [
-        ("alarm", None, due)]
-    fire = event("counter.alarm", None, id=timer_event_id("alarm", due), time_ms=due,
-                 timer="alarm")
+        ("alarm", None, due)
+    ]
+    fire = event("counter.alarm", None, id=timer_event_id("alarm", due), time_ms=due, timer="alarm")
     fired = step(REG, rec, fire)
     assert fired.status == "applied"
     assert fired.change is not None
@@ -147,8 +156,7 @@ def test_cancelled_timer_firing_is_stale() -> None:
     assert cancelled.record.timers == {}
     assert cancelled.timers[0].old_due_ms == due
     assert cancelled.timers[0].timer is None
-    assert step(REG, cancelled.record, event(id="f", time_ms=due, timer="alarm")
-                ).status == "stale"
+    assert step(REG, cancelled.record, event(id="f", time_ms=due, timer="alarm")).status == "stale"
 
 
 def test_ttl_expires_an_idle_instance_and_rearms_for_a_busy_one() -> None:
@@ -206,7 +214,8 @@ def test_migration_upgrades_on_the_next_event() -> None:
 
 def test_plain_dict_machine_and_initial_callable() -> None:
     m: Machine[dict[str, Any]] = Machine(
-        "greeter", initial=lambda config, ev: {"hello": ev.instance})
+        "greeter", initial=lambda config, ev: {"hello": ev.instance}
+    )
 
     @m.on("greeted")
     def greeted(config: Any, state: dict[str, Any], ev: Any) -> dict[str, Any]:
@@ -219,13 +228,24 @@ def test_plain_dict_machine_and_initial_callable() -> None:
 
 # -- properties ---------------------------------------------------------------------------
 
-_ops = st.lists(st.tuples(st.sampled_from(["counter.added", "counter.reset", "counter.nope"]),
-                          st.integers(-5, 5)), max_size=40)
+_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["counter.added", "counter.reset", "counter.nope"]), st.integers(-5, 5)
+    ),
+    max_size=40,
+)
 
 
 def _events(ops: list[tuple[str, int]]) -> list[Any]:
-    return [event(kind, {"amount": n} if kind == "counter.added" else None, id=f"e{i}",
-                  time_ms=1_700_000_000_000 + i) for i, (kind, n) in enumerate(ops)]
+    return [
+        event(
+            kind,
+            {"amount": n} if kind == "counter.added" else None,
+            id=f"e{i}",
+            time_ms=1_700_000_000_000 + i,
+        )
+        for i, (kind, n) in enumerate(ops)
+    ]
 
 
 def _run(events: list[Any], keep_ids: int = 64) -> tuple[Any, list[Any]]:
@@ -288,8 +308,10 @@ def test_a_stored_state_the_model_refuses_is_rejected_not_raised() -> None:
     rec = step(REG, None, event(id="a")).record
     assert rec is not None
     broken = rec._replace(state={"count": "many", "total": 0, "last": ""})
-    with pytest.raises(InvalidState, match="stored state of 'counter' v1 does not fit "
-                                           "Counter.*register a migration") as info:
+    with pytest.raises(
+        InvalidState,
+        match="stored state of 'counter' v1 does not fit Counter.*register a migration",
+    ) as info:
         raise refused(step(REG, broken, event(id="b")))
     assert info.value.stage == "state"
 

@@ -34,8 +34,9 @@ def _workload(seed: int) -> tuple[list[Event], list[Event]]:
             kind, data = "counter.reset", None
         else:
             kind, data = "counter.added", {"amount": rng.randint(-50, 50), "note": "x"}
-        unique.append(Event(f"e{seed}-{i}", kind, "e2e", tenant, "counter", inst,
-                            1_700_000_000_000 + i, data))
+        unique.append(
+            Event(f"e{seed}-{i}", kind, "e2e", tenant, "counter", inst, 1_700_000_000_000 + i, data)
+        )
     sent = list(unique)
     for _ in range(DUPLICATES):  # a producer retrying: the same event again, later
         pos = rng.randrange(len(sent))
@@ -59,8 +60,7 @@ def _listeners(runs: list[tuple[str, str, str, int]]) -> Registry:
 
 
 async def _send(bootstrap: str, topic: str, events: list[Event]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True,
-                                linger_ms=10)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=10)
     await producer.start()
     try:
         for ev in events:
@@ -72,16 +72,19 @@ async def _send(bootstrap: str, topic: str, events: list[Event]) -> None:
 
 @pytest.mark.parametrize("mode", ["steady", "sigkill", "scale-out"])
 async def test_final_states_equal_the_fold_and_sequences_have_no_gaps(
-        mode: str, kafka_bootstrap: str, unique: Callable[[str], str], data_dir: Path,
-        tmp_path: Path) -> None:
+    mode: str, kafka_bootstrap: str, unique: Callable[[str], str], data_dir: Path, tmp_path: Path
+) -> None:
     env = settings_env(kafka_bootstrap, unique("e2e"), data_dir)
     app = env["GARRISON_APP"]
     worker = WorkerProcess("tests.sample_app", env, tmp_path / "worker.log")
     # A second worker of the same app: its own data dir and web port.
     other_dir = tmp_path / "data-2"
     other_dir.mkdir()
-    other = WorkerProcess("tests.sample_app", {**env, **settings_env(
-        kafka_bootstrap, app, other_dir)}, tmp_path / "worker-2.log")
+    other = WorkerProcess(
+        "tests.sample_app",
+        {**env, **settings_env(kafka_bootstrap, app, other_dir)},
+        tmp_path / "worker-2.log",
+    )
     unique_events, sent = _workload(seed={"steady": 3, "sigkill": 7, "scale-out": 11}[mode])
     # The expectation: a pure fold of each instance's events, in send order.
     per_instance: dict[tuple[str, str], list[Event]] = defaultdict(list)
@@ -101,28 +104,43 @@ async def test_final_states_equal_the_fold_and_sequences_have_no_gaps(
             await _send(kafka_bootstrap, f"{app}.events", sent)
         else:
             await _send(kafka_bootstrap, f"{app}.events", sent[: len(sent) // 2])
-            await read_topic(kafka_bootstrap, f"{app}.state-changes",
-                             until=lambda rs: len(rs) >= EVENTS // 4, timeout_s=180,
-                             alive=worker.alive, describe=logs)
+            await read_topic(
+                kafka_bootstrap,
+                f"{app}.state-changes",
+                until=lambda rs: len(rs) >= EVENTS // 4,
+                timeout_s=180,
+                alive=worker.alive,
+                describe=logs,
+            )
             if mode == "sigkill":
                 worker.kill()
                 worker.start()
             else:  # a second worker joins: partitions move to it mid-run
                 other.start()
-            await _send(kafka_bootstrap, f"{app}.events", sent[len(sent) // 2:])
+            await _send(kafka_bootstrap, f"{app}.events", sent[len(sent) // 2 :])
             if mode == "scale-out":
-                await read_topic(kafka_bootstrap, f"{app}.state-changes",
-                                 until=lambda rs: len(rs) >= 3 * EVENTS // 4, timeout_s=180,
-                                 describe=logs)
+                await read_topic(
+                    kafka_bootstrap,
+                    f"{app}.state-changes",
+                    until=lambda rs: len(rs) >= 3 * EVENTS // 4,
+                    timeout_s=180,
+                    describe=logs,
+                )
                 worker.stop()  # and the first one leaves: all partitions move again
         survivor = other if mode == "scale-out" else worker
-        records = await read_topic(kafka_bootstrap, f"{app}.state-changes",
-                                   until=lambda rs: len(rs) >= total, timeout_s=300,
-                                   alive=survivor.alive, describe=logs)
+        records = await read_topic(
+            kafka_bootstrap,
+            f"{app}.state-changes",
+            until=lambda rs: len(rs) >= total,
+            timeout_s=300,
+            alive=survivor.alive,
+            describe=logs,
+        )
         # Nothing more arrives: no change is published twice.
         await asyncio.sleep(2)
-        records = await read_topic(kafka_bootstrap, f"{app}.state-changes",
-                                   until=lambda rs: len(rs) >= total, timeout_s=60)
+        records = await read_topic(
+            kafka_bootstrap, f"{app}.state-changes", until=lambda rs: len(rs) >= total, timeout_s=60
+        )
     finally:
         worker.stop()
         other.stop()

@@ -12,8 +12,7 @@ addresses = st.tuples(anything, anything, anything)
 
 
 @given(addresses, addresses)
-def test_two_addresses_never_share_a_key(a: tuple[str, str, str],
-                                         b: tuple[str, str, str]) -> None:
+def test_two_addresses_never_share_a_key(a: tuple[str, str, str], b: tuple[str, str, str]) -> None:
     assert (encode_key(*a) == encode_key(*b)) == (a == b)
 
 
@@ -23,8 +22,7 @@ def test_decode_inverts_encode(a: tuple[str, str, str]) -> None:
 
 
 @given(addresses, anything)
-def test_a_tenant_prefix_never_covers_another_tenant(a: tuple[str, str, str],
-                                                     other: str) -> None:
+def test_a_tenant_prefix_never_covers_another_tenant(a: tuple[str, str, str], other: str) -> None:
     key = encode_key(*a)
     assert key.startswith(tenant_prefix(a[0]))
     assert key.startswith(tenant_prefix(a[0], a[1]))

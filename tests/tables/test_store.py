@@ -20,15 +20,22 @@ from tables.store import PartitionStore
 
 
 def _app(tmp_path: Path, **rocksdb: object):  # type: ignore[no-untyped-def]
-    settings = Settings(app="storetest", data_dir=tmp_path,
-                        rocksdb=RocksDBSettings(**rocksdb), web_enabled=False)
+    settings = Settings(
+        app="storetest", data_dir=tmp_path, rocksdb=RocksDBSettings(**rocksdb), web_enabled=False
+    )
     return create_app(settings, Registry())
 
 
 def test_settings_reach_the_options_faust_opens_databases_with(tmp_path: Path) -> None:
-    app = _app(tmp_path, memtable_bloom_ratio=0.05, bloom_bits_per_key=12,
-               write_buffer_size=8 << 20, max_write_buffer_number=2,
-               block_cache_size=16 << 20, max_open_files=99)
+    app = _app(
+        tmp_path,
+        memtable_bloom_ratio=0.05,
+        bloom_bits_per_key=12,
+        write_buffer_size=8 << 20,
+        max_write_buffer_number=2,
+        block_cache_size=16 << 20,
+        max_open_files=99,
+    )
     for store in (app.state_store, app.timer_store):
         options = store._table.data.rocksdb_options  # noqa: SLF001 - what Faust opens with
         assert options.memtable_bloom_ratio == 0.05
@@ -41,7 +48,8 @@ def test_settings_reach_the_options_faust_opens_databases_with(tmp_path: Path) -
 
 @pytest.mark.parametrize("ratio", [0.1, 0.0])
 def test_a_database_with_the_memtable_filter_reads_back_what_was_written(
-        tmp_path: Path, ratio: float) -> None:
+    tmp_path: Path, ratio: float
+) -> None:
     store: PartitionStore = _app(tmp_path, memtable_bloom_ratio=ratio).state_store
     keys = [b"t%d\x00m\x00i%d" % (n % 7, n) for n in range(2000)]
     store.write(1, {key: b"v" + key for key in keys[:1000]})
@@ -51,4 +59,5 @@ def test_a_database_with_the_memtable_filter_reads_back_what_was_written(
     store.write(1, {keys[0]: None})
     assert store.get(1, keys[0]) is None
     assert list(store.scan_prefix(1, b"t1\x00")) == sorted(
-        (key, b"v" + key) for key in keys[:1000] if key.startswith(b"t1\x00"))
+        (key, b"v" + key) for key in keys[:1000] if key.startswith(b"t1\x00")
+    )

@@ -22,9 +22,9 @@ addresses = st.tuples(anything, anything, anything)
 
 
 @given(st.integers(0, 2**60), st.integers(0, 2**60), addresses, anything)
-def test_index_keys_sort_by_due_time_and_parse_back(d1: int, d2: int,
-                                                    a: tuple[str, str, str],
-                                                    name: str) -> None:
+def test_index_keys_sort_by_due_time_and_parse_back(
+    d1: int, d2: int, a: tuple[str, str, str], name: str
+) -> None:
     state_key = encode_key(*a)
     k1, k2 = index_key(d1, state_key, name), index_key(d2, state_key, name)
     if d1 < d2:
@@ -38,8 +38,9 @@ class _Store:
     def __init__(self, path: Path) -> None:
         self.db = Rdict(str(path), Options(raw_mode=True))
 
-    def scan(self, partition: int, start: bytes = b"", stop: bytes | None = None
-             ) -> Iterator[tuple[bytes, bytes]]:
+    def scan(
+        self, partition: int, start: bytes = b"", stop: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
         it = self.db.iter()
         it.seek(start)
         while it.valid() and (stop is None or it.key() < stop):
