@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.tables.manager import TableManager
@@ -50,7 +50,7 @@ class _Consumer(faust_aiokafka.Consumer):
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _wait_next_records(self, timeout: float) -> Any:
-        app: GarrisonApp = self.app  # type: ignore[assignment]
+        app = cast(GarrisonApp, self.app)
         generation = app.consumer_generation_id
         records, active = await super()._wait_next_records(timeout)
         if records:
@@ -60,7 +60,7 @@ class _Consumer(faust_aiokafka.Consumer):
             # safe: every assignment restarts from the committed offsets.
             moved = app.consumer_generation_id != generation
             for tp in [tp for tp in records if tp.topic == events]:
-                chunk = records.pop(tp)
+                chunk = records.pop(tp)  # type: ignore[attr-defined]  # a dict at run time
                 if not moved and (active is None or tp in active):
                     await app.dispatcher.feed(tp.partition, chunk)
         return records, active
@@ -70,14 +70,14 @@ class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
 
 
-class _Recovery(Recovery):  # type: ignore[misc]
+class _Recovery(Recovery):
     async def _build_highwaters(
         self, consumer: Any, tps: set[TP], destination: Any, title: str
     ) -> None:
         await super()._build_highwaters(consumer, tps, destination, title)
         # Our changelogs are written in transactions: recover up to the last committed
         # data record, not up to the trailing commit marker (see tables.changelog).
-        app: GarrisonApp = self.app
+        app = cast(GarrisonApp, self.app)
         options = kafka_options(app.settings.kafka)
         pending = [(tp.topic, tp.partition) for tp in tps if destination.get(tp, -1) >= 0]
         found = await last_data_offsets(options, pending)
@@ -92,7 +92,7 @@ class _Recovery(Recovery):  # type: ignore[misc]
         """Restore active partitions ourselves, in whole write batches; Faust then finds
         its persisted offsets at the end and has nothing left to replay (its own path
         handles one record at a time: measured 332 s for a million instances)."""
-        app: GarrisonApp = self.app
+        app = cast(GarrisonApp, self.app)
         stores = {s.changelog_topic: s for s in (app.state_store, app.timer_store)}
         ranges = {}
         for (topic, partition), end in ends.items():
@@ -111,7 +111,7 @@ class _Recovery(Recovery):  # type: ignore[misc]
             log.info("restored %d changelog records in %.1f s", count, time.monotonic() - started)
 
 
-class _TableManager(TableManager):  # type: ignore[misc]
+class _TableManager(TableManager):
     @property
     def recovery(self) -> Recovery:
         if self._recovery is None:
@@ -119,7 +119,7 @@ class _TableManager(TableManager):  # type: ignore[misc]
         return self._recovery
 
 
-class GarrisonApp(faust.App):  # type: ignore[misc]
+class GarrisonApp(faust.App):
     """A Faust app that routes its events topic to garrison's dispatcher."""
 
     settings: Settings
@@ -180,14 +180,14 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
     for table in (state, timers):
         # Keys and values are our own bytes (tables.keys, pipeline.record); "raw" also
         # makes Faust's request router hash a tenant key as the producers' partitioner does.
-        table.key_serializer = table.value_serializer = "raw"
+        table.key_serializer = table.value_serializer = "raw"  # type: ignore[attr-defined]
     app.state_store = PartitionStore(state, settings.rocksdb)
     app.timer_store = PartitionStore(timers, settings.rocksdb)
     app.dispatcher = Dispatcher(
         settings, registry, app.state_store, app.timer_store, group_id=settings.app
     )
 
-    @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # Faust's signal typing
     async def _revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
         await app.dispatcher.revoke({tp.partition for tp in revoked if tp.topic == topics.events})
 
@@ -219,7 +219,7 @@ def _add_timer_delivery(app: GarrisonApp) -> None:
     settings = app.settings
     fired: dict[int, set[bytes]] = {}
 
-    @app.timer(interval=settings.timer_tick_ms / 1000.0)
+    @app.timer(interval=settings.timer_tick_ms / 1000.0)  # type: ignore[untyped-decorator]
     async def deliver_timers() -> None:
         now = int(time.time() * 1000)
         partitions = _recovered_partitions(app)
@@ -243,7 +243,7 @@ def _recovered_partitions(app: GarrisonApp) -> set[int]:
     """Events partitions assigned here whose tables are fully recovered (none while a
     rebalance or recovery is under way: a half-restored index could fire a timer twice
     or miss one)."""
-    if app.rebalancing or app.tables.recovery.in_recovery:
+    if app.rebalancing or app.tables.recovery.in_recovery:  # type: ignore[attr-defined]
         return set()
     events = app.settings.topics.events
     return {tp.partition for tp in app.consumer.assignment() if tp.topic == events}

@@ -47,7 +47,8 @@ def kafka_options(kafka: KafkaSettings) -> dict[str, Any]:
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition the default partitioner (murmur2, as Java's and aiokafka's) gives
     ``key`` in a topic of ``partitions`` partitions."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 def tune_transaction_retries() -> None:

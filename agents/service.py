@@ -27,8 +27,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from agents.topics import ensure_topics
 from agents.kafka import kafka_options
+from agents.topics import ensure_topics
 from pipeline.contract import ServiceError, error_event_type
 from pipeline.envelope import Event, decode_event, encode_event
 from pipeline.errors import InvalidEvent

@@ -18,7 +18,7 @@ from pipeline.settings import Settings
 __all__ = ["run_worker"]
 
 
-class _Worker(faust.Worker):  # type: ignore[misc]
+class _Worker(faust.Worker):
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         # Faust's terminal spinner sets the root logger to DEBUG so that it spins on
         # every record; every debug call in aiokafka's per-message paths then builds a
@@ -28,7 +28,7 @@ class _Worker(faust.Worker):  # type: ignore[misc]
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
-        threshold = self.app.settings.gc_threshold
+        threshold = self.app.settings.gc_threshold  # type: ignore[attr-defined]  # GarrisonApp
         if threshold:
             _tune_gc(threshold)
 

@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 
 from pipeline.address import check_id
+from pipeline.behaviour import Migration, migration_registrar
 from pipeline.contract import Contract
 from pipeline.effect import CancelTimer, Effect, Emit, SetTimer
 from pipeline.envelope import Event
@@ -49,7 +50,6 @@ from pipeline.errors import (
     TransitionNotAllowed,
     UnknownEventType,
 )
-from pipeline.behaviour import Migration, migration_registrar
 from pipeline.statechart import Chart, Emitted, Step, TimerCancel, TimerSet
 
 __all__ = ["ChartMachine", "TransitionNotAllowed", "MACHINE_TARGET", "service_topics"]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pipeline.chart_machine import ChartMachine
 from pipeline.behaviour import Behaviour
+from pipeline.chart_machine import ChartMachine
 from pipeline.statechart import to_mermaid
 from pipeline.step import EXPIRED_EVENT
 

@@ -170,7 +170,7 @@ class Machine(Generic[S]):
         name: str,
         *,
         state: type[S] | type[dict[str, Any]] = dict,
-        initial: S | dict[str, Any] | Callable[[Any, Incoming], Any] | None = None,
+        initial: S | dict[str, Any] | Callable[[Any, Incoming[Any]], Any] | None = None,
         version: int = 1,
         config: Any = None,
         ttl: timedelta | None = None,
@@ -201,7 +201,7 @@ class Machine(Generic[S]):
             )
         self._reducers: dict[str, tuple[Reducer, type[BaseModel] | None]] = {}
         # A fixed initial state is validated and dumped once, not per new instance.
-        self._initial_fn: Callable[[Any, Incoming], Any] | None = None
+        self._initial_fn: Callable[[Any, Incoming[Any]], Any] | None = None
         self._initial_state: Any = None
         if callable(initial) and not isinstance(initial, BaseModel | dict):
             self._initial_fn = initial
@@ -298,7 +298,7 @@ class Machine(Generic[S]):
                 event_type=event_type,
             ) from None
 
-    def _incoming(self, event: Event, payload: type[BaseModel] | None) -> Incoming:
+    def _incoming(self, event: Event, payload: type[BaseModel] | None) -> Incoming[Any]:
         data = event.data
         if payload is not None:
             data = _validated(
@@ -321,7 +321,7 @@ class Machine(Generic[S]):
         )
 
     def _run(
-        self, reducer: Reducer, state: Any, incoming: Incoming
+        self, reducer: Reducer, state: Any, incoming: Incoming[Any]
     ) -> tuple[Any, tuple[Effect, ...]]:
         current = state
         if self._model is not None:

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, overload
 
+from pipeline.behaviour import Behaviour
 from pipeline.errors import InvalidDefinition, UnknownMachine
 from pipeline.listener import Listener, ListenerFn, Predicate
-from pipeline.behaviour import Behaviour
 
 __all__ = ["Registry"]
 
@@ -103,6 +103,8 @@ class Registry:
     @overload
     def listener(
         self,
+        fn: None = None,
+        /,
         *,
         name: str | None = None,
         machine: str | None = None,
@@ -114,7 +116,7 @@ class Registry:
 
     def listener(
         self,
-        fn: L | None = None,
+        fn: ListenerFn | None = None,
         /,
         *,
         name: str | None = None,
@@ -123,11 +125,11 @@ class Registry:
         when: Predicate | None = None,
         retries: int = 3,
         backoff_s: float = 0.2,
-    ) -> Callable[[L], L] | L:
+    ) -> Any:
         """Register a listener on state changes, bare (``@registry.listener``) or with
         conditions (``@registry.listener(machine="order", when=...)``)."""
 
-        def register(f: L) -> L:
+        def register(f: ListenerFn) -> ListenerFn:
             listener = Listener.build(
                 f,
                 name=name,

@@ -132,7 +132,9 @@ def refused(outcome: Outcome) -> Rejected:
     else, or a rejected outcome would still store or publish something. Tests write
     ``with pytest.raises(Kind, match=...): raise refused(step(...))``."""
     assert outcome.status == "rejected", outcome
-    assert outcome.record is None and outcome.change is None and not outcome.emitted
+    assert outcome.record is None
+    assert outcome.change is None
+    assert not outcome.emitted
     assert outcome.rejection is not None
     assert outcome.reason == outcome.rejection.reason
     return outcome.rejection

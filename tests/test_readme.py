@@ -36,7 +36,8 @@ def test_readme_examples_type_check_strictly(tmp_path: Path) -> None:
 def test_readme_examples_define_a_working_app(tmp_path: Path) -> None:
     path = _module(tmp_path)
     spec = importlib.util.spec_from_file_location("readme_app", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["readme_app"] = module
     try:
@@ -47,5 +48,6 @@ def test_readme_examples_define_a_working_app(tmp_path: Path) -> None:
     from tests.samples import event
 
     out = step(module.registry, None, event("counter.added", {"amount": 2}, machine="counter"))
-    assert out.record is not None and out.record.state == {"count": 2}
+    assert out.record is not None
+    assert out.record.state == {"count": 2}
     assert [lst.name for lst in module.registry.listeners] == ["email_support"]

@@ -26,12 +26,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from agents.kafka import kafka_options
 from agents.listeners import ListenerRunner
-from garrison.process import WorkerProcess
 from agents.topics import ensure_topics
 from examples.chatbot.app import registry
-from agents.kafka import kafka_options
 from garrison.client import Client
+from garrison.process import WorkerProcess
 from pipeline.settings import Settings
 
 

@@ -13,9 +13,9 @@ cancel, which garrison carries out. Charts are compiled once into lookup tables.
 from pipeline.statechart.action import AssignAction, EmitAction, assign, emit
 from pipeline.statechart.chart import INIT_EVENT, Chart
 from pipeline.statechart.definition import after_event_type, done_event_type
-from pipeline.statechart.request import ChartEvent, Emitted, TimerCancel, TimerRequest, TimerSet
-from pipeline.statechart.mermaid import to_mermaid
 from pipeline.statechart.macrostep import Step
+from pipeline.statechart.mermaid import to_mermaid
+from pipeline.statechart.request import ChartEvent, Emitted, TimerCancel, TimerRequest, TimerSet
 from pipeline.statechart.xstate import load_xstate
 
 __all__ = [

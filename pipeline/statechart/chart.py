@@ -28,10 +28,10 @@ from typing import Any
 from pipeline.errors import InvalidDefinition, InvalidState
 from pipeline.statechart.compiler import IGNORED, Config, Guarded, Micro, Program
 from pipeline.statechart.definition import parse
-from pipeline.statechart.request import ChartEvent
 from pipeline.statechart.interpreter import choose, eventless_only, failure, macrostep, select
-from pipeline.statechart.node import StateNode
 from pipeline.statechart.macrostep import Step
+from pipeline.statechart.node import StateNode
+from pipeline.statechart.request import ChartEvent
 from pipeline.statechart.xstate import load_xstate
 
 __all__ = ["Chart", "INIT_EVENT"]

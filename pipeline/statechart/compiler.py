@@ -29,8 +29,8 @@ from pipeline.statechart.action import (
     Op,
 )
 from pipeline.statechart.definition import done_event_type
-from pipeline.statechart.request import ChartEvent
 from pipeline.statechart.node import StateNode, Transition
+from pipeline.statechart.request import ChartEvent
 from pipeline.statechart.topology import (
     StateValue,
     decode_value,

@@ -21,9 +21,9 @@ from pipeline.statechart.action import (
     TIMER_SET,
 )
 from pipeline.statechart.compiler import IGNORED, Config, Guarded, Micro, Program, copy_value
-from pipeline.statechart.request import ChartEvent, Emitted, TimerCancel, TimerRequest, TimerSet
-from pipeline.statechart.node import Transition
 from pipeline.statechart.macrostep import Step, make_step
+from pipeline.statechart.node import Transition
+from pipeline.statechart.request import ChartEvent, Emitted, TimerCancel, TimerRequest, TimerSet
 
 __all__ = ["choose", "select", "macrostep", "eventless_only", "failure"]
 

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from pydantic import BaseModel
 
-from pipeline import ChartMachine, Contract, Machine, mermaid
 from garrison.cli import main
+from pipeline import ChartMachine, Contract, Machine, mermaid
 from pipeline.statechart import to_mermaid
 from tests.pipeline.statechart.charts import order
 from tests.samples import counter_machine

@@ -76,7 +76,8 @@ class Store:
 
 def _dead_letter(applied: Applied, rec: Any, stage: str, text: str) -> None:
     assert applied.verdict == "rejected"
-    assert applied.outcome is None and applied.stored is None
+    assert applied.outcome is None
+    assert applied.stored is None
     assert (applied.stage, text in applied.reason) == (stage, True), applied.reason
     [out] = applied.outputs
     assert (out.topic, out.key, out.value) == (TOPICS.dlq, rec.key, rec.value)
@@ -135,7 +136,8 @@ def test_ttl_rearms_silently_then_expires_with_a_null_state() -> None:
     first = timer_event_id(TTL_TIMER, 60_000)
     rearmed = store.apply(consumed(event("x", id=first, time_ms=60_000, timer=TTL_TIMER), offset=2))
     assert (rearmed.verdict, rearmed.outputs) == ("rearmed", ())
-    assert rearmed.outcome is not None and rearmed.stored is not None
+    assert rearmed.outcome is not None
+    assert rearmed.stored is not None
     later = timer_event_id(TTL_TIMER, 90_000)
     expired = store.apply(consumed(event("x", id=later, time_ms=90_000, timer=TTL_TIMER), offset=3))
     assert (expired.verdict, expired.stored) == ("expired", None)

@@ -22,7 +22,7 @@ from pipeline import (
 )
 from pipeline.ids import timer_event_id
 from pipeline.step import TTL_TIMER
-from tests.samples import refused, Counter, counter_machine, event, sample_registry
+from tests.samples import Counter, counter_machine, event, refused, sample_registry
 
 REG = sample_registry()
 

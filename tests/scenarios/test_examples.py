@@ -17,8 +17,8 @@ from aiokafka import AIOKafkaProducer
 
 from agents.service import Service, serve
 from agents.topics import ensure_topics
-from pipeline import Event, encode_event
 from garrison.client import make_event
+from pipeline import Event, encode_event
 from pipeline.deadletter import DeadLetter
 from pipeline.settings import Settings
 from tests.harness import WorkerProcess, read_topic, settings_env, settings_from
