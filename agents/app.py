@@ -20,15 +20,13 @@ from faust.tables.recovery import Recovery
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from agents.api import add_api, faust_web_options
 from agents.dispatch import Dispatcher
-from agents.kafka import kafka_options, partition_of
-from pipeline.errors import InvalidAddress
-from pipeline.record import load_record
+from agents.kafka import kafka_options
 from pipeline.registry import Registry
 from pipeline.settings import Settings
 from tables import timers as timer_index
 from tables.changelog import last_data_offsets, restore
-from tables.keys import decode_key, encode_key, tenant_prefix
 from tables.store import PartitionStore
 
 __all__ = ["GarrisonApp", "create_app"]
@@ -154,10 +152,7 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 4),
         producer_acks=-1,
-        web_enabled=settings.web_enabled,
-        web_host=settings.web_host,
-        web_port=settings.web_port,
-        web_bind=settings.web_host,
+        **faust_web_options(settings.web),
         stream_wait_empty=False,
         TableManager=_TableManager,
     )
@@ -208,7 +203,7 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
             log.error("an event reached the Faust stream; the dispatcher hook is broken")
 
     _add_timer_delivery(app)
-    _add_query_api(app)
+    add_api(app)
     return app
 
 
@@ -247,63 +242,3 @@ def _recovered_partitions(app: GarrisonApp) -> set[int]:
         return set()
     events = app.settings.topics.events
     return {tp.partition for tp in app.consumer.assignment() if tp.topic == events}
-
-
-def _add_query_api(app: GarrisonApp) -> None:
-    """``GET /state/{tenant}/{machine}/{instance}`` and ``GET /state/{tenant}``, served
-    by the worker that owns the tenant's partition (Faust routes the request there)."""
-    from faust import web
-
-    state_table = app.tables["state"]
-
-    @app.page("/state/{tenant}/{machine}/{instance}")
-    @app.table_route(table=state_table, match_info="tenant")
-    async def get_instance(
-        view: web.View, request: web.Request, tenant: str, machine: str, instance: str
-    ) -> web.Response:
-        try:
-            key = encode_key(tenant, machine, instance)
-        except InvalidAddress as exc:
-            return view.json({"error": str(exc)}, status=400)
-        raw = app.state_store.get(_partition(app, tenant), key)
-        if raw is None:
-            return view.json({"error": f"no instance {tenant}/{machine}/{instance}"}, status=404)
-        rec = load_record(raw)
-        return view.json(
-            {
-                "tenant": tenant,
-                "machine": machine,
-                "instance": instance,
-                "seq": rec.seq,
-                "version": rec.version,
-                "state": rec.state,
-                "updated_ms": rec.updated_ms,
-                "expires_ms": rec.expires_ms,
-            }
-        )
-
-    @app.page("/state/{tenant}")
-    @app.table_route(table=state_table, match_info="tenant")
-    async def list_tenant(view: web.View, request: web.Request, tenant: str) -> web.Response:
-        limit = min(int(request.query.get("limit", "100")), 1000)
-        machine = request.query.get("machine")
-        out = []
-        for key, value in app.state_store.scan_prefix(
-            _partition(app, tenant), tenant_prefix(tenant, machine)
-        ):
-            address = decode_key(key)
-            out.append(
-                {
-                    "machine": address.machine,
-                    "instance": address.instance,
-                    "seq": load_record(value).seq,
-                }
-            )
-            if len(out) >= limit:
-                break
-        return view.json({"tenant": tenant, "instances": out})
-
-
-def _partition(app: GarrisonApp, tenant: str) -> int:
-    """The partition of ``tenant``'s events."""
-    return partition_of(tenant.encode(), app.settings.kafka.partitions)

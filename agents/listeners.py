@@ -124,7 +124,7 @@ class ListenerRunner:
         try:
             change = StateChange.from_json(rec.value)
         except Exception as exc:  # noqa: BLE001 - a foreign record on our topic
-            await self._dead(tp, rec, "listener", f"not a state change: {exc}")
+            await self._dead(tp, rec, "listener", f"not a state change: {exc}", error=exc)
             self._track(tp, rec.offset, 0)
             return
         self.stats.changes += 1
@@ -140,6 +140,7 @@ class ListenerRunner:
                     "listener",
                     f"condition of {lst.name!r} raised {type(exc).__name__}: {exc}",
                     lst.name,
+                    exc,
                 )
         self._track(tp, rec.offset, len(matched))
         job = _Job(tp, rec.offset, rec, change)
@@ -211,6 +212,7 @@ class ListenerRunner:
             f"listener {lst.name!r} failed {lst.retries + 1} times; last: "
             f"{type(error).__name__}: {error}",
             lst.name,
+            error,
         )
 
     def _config(self, machine: str) -> Any:
@@ -218,11 +220,26 @@ class ListenerRunner:
         return getattr(found, "config", None)
 
     async def _dead(
-        self, tp: TopicPartition, rec: Any, stage: str, reason: str, listener: str | None = None
+        self,
+        tp: TopicPartition,
+        rec: Any,
+        stage: str,
+        reason: str,
+        listener: str | None = None,
+        error: BaseException | None = None,
     ) -> None:
-        extra = (("garrison.listener", listener),) if listener else ()
         letter = DeadLetter(
-            rec.key, rec.value, stage, reason, tp.topic, tp.partition, rec.offset, extra
+            rec.key,
+            rec.value,
+            stage,
+            reason,
+            "ListenerFailed" if error is None else type(error).__name__,
+            tp.topic,
+            tp.partition,
+            rec.offset,
+            rec.timestamp,
+            rec.headers or (),
+            listener,
         )
         assert self._producer is not None
         await self._producer.send_and_wait(

@@ -22,6 +22,7 @@ import json
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -181,30 +182,58 @@ def tail(tenant: str | None, machine: str | None, from_start: bool) -> int:
     return 0
 
 
+def worker_url(settings: Settings, host: str | None, port: int | None, path: str) -> str:
+    """The URL of ``path`` on a worker: ``--host``/``--port``, else this machine's
+    worker as the settings describe it. ``path`` must be quoted already."""
+    web = settings.web
+    where = host or web.host or (web.bind if web.bind not in ("0.0.0.0", "::") else "127.0.0.1")
+    return f"http://{where}:{port or web.port}{path}"
+
+
+def get_json(url: str, token: str | None) -> tuple[int, Any]:
+    """GET ``url`` (with a bearer token, if any): the status and the decoded body."""
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - our own API
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        try:
+            return exc.code, json.loads(body)
+        except ValueError:
+            return exc.code, {"error": body.decode(errors="replace")}
+    except urllib.error.URLError as exc:
+        raise GarrisonError(f"no worker answers at {url}: {exc.reason}") from None
+
+
 @cli.command(help="Read an instance's state from the worker's query API.")
 @click.argument("action", type=click.Choice(["get"]))
 @click.argument("tenant")
 @click.argument("machine")
 @click.argument("instance")
-@click.option("--host")
+@click.option("--host", help="a worker's host (any worker: it forwards to the owner)")
 @click.option("--port", type=int)
+@click.option("--token", envvar="GARRISON_TOKEN", help="bearer token, if reads need one")
 def state(
-    action: str, tenant: str, machine: str, instance: str, host: str | None, port: int | None
+    action: str,
+    tenant: str,
+    machine: str,
+    instance: str,
+    host: str | None,
+    port: int | None,
+    token: str | None,
 ) -> int:
-    settings = Settings()
-    url = (
-        f"http://{host or settings.web_host}:{port or settings.web_port}"
-        f"/state/{tenant}/{machine}/{instance}"
+    path = "/state/" + "/".join(
+        urllib.parse.quote(part, safe="") for part in (tenant, machine, instance)
     )
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - our own API
-            click.echo(json.dumps(json.loads(resp.read()), indent=2))
-            return 0
-    except urllib.error.HTTPError as exc:
-        click.echo(exc.read().decode(), err=True)
-        return 1
-    except urllib.error.URLError as exc:
-        raise GarrisonError(f"no worker answers at {url}: {exc.reason}") from None
+    status, body = get_json(worker_url(Settings(), host, port, path), token)
+    if status == 200:
+        click.echo(json.dumps(body, indent=2))
+        return 0
+    click.echo(f"garrison: {status}: {body.get('error', body)}", err=True)
+    return 1
 
 
 @cli.command(help="Print MACHINE of APP as a Mermaid state diagram.")

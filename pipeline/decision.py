@@ -138,7 +138,16 @@ def apply_record(rules: Rules, load: Loader, rec: Consumed) -> Applied:
 
 def _rejected(rules: Rules, rec: Consumed, exc: Rejected) -> Applied:
     letter = DeadLetter(
-        rec.key, rec.value, exc.stage, exc.reason, rec.topic, rec.partition, rec.offset
+        rec.key,
+        rec.value,
+        exc.stage,
+        exc.reason,
+        type(exc).__name__,
+        rec.topic,
+        rec.partition,
+        rec.offset,
+        rec.timestamp,
+        rec.headers or (),
     )
     out = Output(rules.topics.dlq, letter.key, letter.value, tuple(letter.headers()))
     return Applied("rejected", outputs=(out,), stage=exc.stage, reason=exc.reason)

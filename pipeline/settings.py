@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["KafkaSettings", "RocksDBSettings", "Settings", "Topics"]
+__all__ = ["KafkaSettings", "RocksDBSettings", "Settings", "Topics", "WebSettings"]
 
 
 class KafkaSettings(BaseModel):
@@ -46,6 +46,36 @@ class RocksDBSettings(BaseModel):
         le=0.25,
         description="share of each memtable given to a whole-key bloom filter; 0: none",
     )
+
+
+class WebSettings(BaseModel):
+    """The HTTP API of workers and listeners (``GARRISON_WEB_*``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    bind: str = Field(default="127.0.0.1", description="address the server listens on")
+    host: str | None = Field(
+        default=None,
+        description="the address other workers and clients reach this one at, for "
+        "forwarding a request to the worker that owns its tenant; default: the bind "
+        "address, or this machine's hostname when binding every address",
+    )
+    port: int = Field(default=6066, ge=0, le=65535)
+    tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="tenant id -> bearer token that may read that tenant's data "
+        '(GARRISON_WEB_TOKENS=\'{"acme": "..."}\'); with none and no operator token, '
+        "reads are open",
+    )
+    operator_token: SecretStr | None = Field(
+        default=None, description="a bearer token that may read every tenant's data"
+    )
+
+    @property
+    def guarded(self) -> bool:
+        """Whether reads need a token."""
+        return bool(self.tokens) or self.operator_token is not None
 
 
 class Topics(BaseModel):
@@ -113,9 +143,7 @@ class Settings(BaseSettings):
         description="how long a silent worker keeps its partitions before the group "
         "moves them (a crashed worker's partitions wait this long)",
     )
-    web_enabled: bool = True
-    web_host: str = "127.0.0.1"
-    web_port: int = Field(default=6066, ge=0, le=65535)
+    web: WebSettings = WebSettings()
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
 
     @property

@@ -9,12 +9,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from garrison.process import WorkerProcess
 from pipeline.settings import Settings
 
-__all__ = ["WorkerProcess", "free_port", "read_topic", "settings_env", "settings_from"]
+__all__ = [
+    "WorkerProcess",
+    "curl",
+    "free_port",
+    "produce",
+    "read_topic",
+    "settings_env",
+    "settings_from",
+    "wait_until",
+]
 
 
 def free_port() -> int:
@@ -89,3 +98,57 @@ async def read_topic(
     finally:
         await consumer.stop()
     return out
+
+
+async def produce(
+    bootstrap: str,
+    topic: str,
+    values: list[tuple[bytes | None, bytes | None]],
+    *,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
+    """Produce ``(key, value)`` records with aiokafka's default partitioner and wait."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    try:
+        for key, value in values:
+            await producer.send(topic, value, key=key, headers=headers)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def curl(port: str | int, path: str, *, token: str | None = None) -> tuple[int, Any]:
+    """GET ``path`` on a local worker with curl, a real HTTP client: status and JSON body
+    (status 0 when nothing listens on the port)."""
+    import json
+    import subprocess
+
+    cmd = ["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", f"http://127.0.0.1:{port}{path}"]
+    if token is not None:
+        cmd[1:1] = ["-H", f"Authorization: Bearer {token}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode == 7:  # could not connect: nothing listens (yet)
+        return 0, done.stderr
+    assert done.returncode == 0, f"curl failed: {done.stderr}"
+    body, _, status = done.stdout.rpartition("\n")
+    try:
+        return int(status), json.loads(body)
+    except ValueError:
+        return int(status), body
+
+
+async def wait_until(
+    check: Callable[[], Any], *, timeout_s: float, what: str, describe: Callable[[], str] = str
+) -> Any:
+    """Poll ``check`` (run in a thread) until it returns something truthy."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = await asyncio.to_thread(check)
+        if last:
+            return last
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"{what} not within {timeout_s}s (last: {last!r})\n{describe()}")

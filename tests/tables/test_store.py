@@ -15,13 +15,16 @@ import pytest
 
 from agents.app import create_app
 from pipeline.registry import Registry
-from pipeline.settings import RocksDBSettings, Settings
+from pipeline.settings import RocksDBSettings, Settings, WebSettings
 from tables.store import PartitionStore
 
 
 def _app(tmp_path: Path, **rocksdb: object):  # type: ignore[no-untyped-def]
     settings = Settings(
-        app="storetest", data_dir=tmp_path, rocksdb=RocksDBSettings(**rocksdb), web_enabled=False
+        app="storetest",
+        data_dir=tmp_path,
+        rocksdb=RocksDBSettings(**rocksdb),
+        web=WebSettings(enabled=False),
     )
     return create_app(settings, Registry())
 

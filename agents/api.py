@@ -1,0 +1,214 @@
+"""The worker's HTTP API: instance reads, health and readiness; none of Faust's own routes.
+
+- ``GET /state/{tenant}/{machine}/{instance}``: one instance (seq, version, state, times);
+- ``GET /state/{tenant}?machine=&limit=&cursor=``: a tenant's instances, a page at a time
+  (``next`` is the cursor of the following page);
+- ``GET /health``: the process serves HTTP; ``GET /ready``: it has joined its group,
+  recovered its tables and is not rebalancing (503 until then).
+
+A tenant's reads are served by the worker that owns the tenant's partition; any other
+worker forwards the request there (Faust's table router, which keeps the headers). Bad
+requests are 400 with what to fix. With tokens configured (``GARRISON_WEB_TOKENS``,
+``GARRISON_WEB_OPERATOR_TOKEN``), a read needs ``Authorization: Bearer <token>``: a
+tenant's token reads that tenant only, the operator token every tenant; another
+tenant's data is refused (403) before anything is looked up, so the answer never says
+whether it exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from typing import TYPE_CHECKING, Any
+
+from faust import web
+
+from agents.kafka import partition_of
+from pipeline.address import check_id
+from pipeline.errors import InvalidAddress
+from pipeline.record import load_record
+from pipeline.settings import WebSettings
+from tables.keys import decode_key, encode_key, tenant_prefix
+
+if TYPE_CHECKING:
+    from agents.app import GarrisonApp
+
+__all__ = ["MAX_LIMIT", "add_api", "authorize", "faust_web_options"]
+
+MAX_LIMIT = 1000
+
+
+def faust_web_options(web_settings: WebSettings) -> dict[str, Any]:
+    """Faust's web settings: garrison's server, with Faust's own routes off (its
+    ``/table/`` views serve raw records of any tenant, ``/router/`` the topology)."""
+    host = web_settings.host
+    if host is None:
+        host = web_settings.bind if web_settings.bind not in ("0.0.0.0", "::") else None
+    options: dict[str, Any] = {
+        "web_enabled": web_settings.enabled,
+        "web_bind": web_settings.bind,
+        "web_port": web_settings.port,
+        "web_tables_enabled": False,
+        "web_router_enabled": False,
+        "web_stats_enabled": False,
+        "web_graph_enabled": False,
+        "web_metrics_enabled": False,
+    }
+    if host is not None:  # else Faust advertises this machine's hostname
+        options["web_host"] = host
+    return options
+
+
+def authorize(settings: WebSettings, header: str | None, tenant: str) -> int | None:
+    """None if a request with this ``Authorization`` header may read ``tenant``'s data,
+    else the status to refuse it with (401: no or unknown token; 403: another tenant's)."""
+    if not settings.guarded:
+        return None
+    if not header or not header.startswith("Bearer "):
+        return 401
+    given = header[len("Bearer ") :].encode()
+    operator = settings.operator_token
+    if operator is not None and hmac.compare_digest(given, operator.get_secret_value().encode()):
+        return None
+    known = False
+    for owner, token in settings.tokens.items():
+        if hmac.compare_digest(given, token.get_secret_value().encode()):
+            if owner == tenant:
+                return None
+            known = True
+    return 403 if known else 401
+
+
+def _error(view: web.View, status: int, message: str) -> web.Response:
+    return view.json({"error": message}, status=status)
+
+
+_REFUSED = {401: "a bearer token is needed (Authorization: Bearer <token>)", 403: "forbidden"}
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return 100
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise ValueError(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {raw!r}")
+    return int(raw)
+
+
+def _cursor(raw: str | None, prefix: bytes) -> bytes | None:
+    if raw is None:
+        return None
+    try:
+        key = base64.urlsafe_b64decode(raw.encode() + b"=" * (-len(raw) % 4))
+    except (binascii.Error, ValueError):
+        key = b""
+    if not key.startswith(prefix):
+        raise ValueError("cursor is not one this listing returned; start without it")
+    return key
+
+
+def add_api(app: GarrisonApp) -> None:
+    """Register the routes on ``app``'s web server."""
+    state_table = app.tables["state"]
+    web_settings = app.settings.web
+    partitions = app.settings.kafka.partitions
+
+    def partition(tenant: str) -> int:
+        return partition_of(tenant.encode(), partitions)
+
+    def refused(view: web.View, request: web.Request, tenant: str) -> web.Response | None:
+        status = authorize(web_settings, request.headers.get("Authorization"), tenant)
+        return None if status is None else _error(view, status, _REFUSED[status])
+
+    @app.page("/")
+    async def index(view: web.View, request: web.Request) -> web.Response:
+        return _error(view, 404, "not found; see /state/{tenant}, /health and /ready")
+
+    @app.page("/health")
+    async def health(view: web.View, request: web.Request) -> web.Response:
+        return view.json({"status": "ok", "app": app.settings.app})
+
+    @app.page("/ready")
+    async def ready(view: web.View, request: web.Request) -> web.Response:
+        waiting = (
+            "joining the group"
+            if app.rebalancing_count == 0
+            else "rebalancing"
+            if app.rebalancing
+            else "recovering tables"
+            if app.tables.recovery.in_recovery  # type: ignore[attr-defined]
+            else None
+        )
+        if waiting is not None:
+            return view.json({"ready": False, "waiting": waiting}, status=503)
+        return view.json({"ready": True, "app": app.settings.app})
+
+    @app.page("/state/{tenant}/{machine}/{instance}")
+    @app.table_route(table=state_table, match_info="tenant")
+    async def get_instance(
+        view: web.View, request: web.Request, tenant: str, machine: str, instance: str
+    ) -> web.Response:
+        if (no := refused(view, request, tenant)) is not None:
+            return no
+        try:
+            key = encode_key(
+                check_id("tenant", tenant),
+                check_id("machine", machine),
+                check_id("instance", instance),
+            )
+        except InvalidAddress as exc:
+            return _error(view, 400, str(exc))
+        raw = app.state_store.get(partition(tenant), key)
+        if raw is None:
+            return _error(view, 404, f"no instance {tenant}/{machine}/{instance}")
+        rec = load_record(raw)
+        return view.json(
+            {
+                "tenant": tenant,
+                "machine": machine,
+                "instance": instance,
+                "seq": rec.seq,
+                "version": rec.version,
+                "state": rec.state,
+                "updated_ms": rec.updated_ms,
+                "expires_ms": rec.expires_ms,
+            }
+        )
+
+    @app.page("/state/{tenant}")
+    @app.table_route(table=state_table, match_info="tenant")
+    async def list_tenant(view: web.View, request: web.Request, tenant: str) -> web.Response:
+        if (no := refused(view, request, tenant)) is not None:
+            return no
+        machine = request.query.get("machine")
+        try:
+            check_id("tenant", tenant)
+            if machine is not None:
+                check_id("machine", machine)
+            limit = _limit(request.query.get("limit"))
+            prefix = tenant_prefix(tenant, machine)
+            after = _cursor(request.query.get("cursor"), prefix)
+        except ValueError as exc:  # InvalidAddress is a ValueError
+            return _error(view, 400, str(exc))
+        out: list[dict[str, Any]] = []
+        last = None
+        start = prefix if after is None else after + b"\x00"  # the first key after it
+        for key, value in app.state_store.scan(partition(tenant), start):
+            if not key.startswith(prefix):
+                last = None
+                break
+            if len(out) == limit:
+                break
+            address = decode_key(key)
+            out.append(
+                {
+                    "machine": address.machine,
+                    "instance": address.instance,
+                    "seq": load_record(value).seq,
+                }
+            )
+            last = key
+        else:
+            last = None  # the scan ended: no further page
+        following = None if last is None else base64.urlsafe_b64encode(last).decode().rstrip("=")
+        return view.json({"tenant": tenant, "instances": out, "next": following})
