@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.parts import PartContext, registered
 from bench.report import Report, machine_info, source_info
 from bench.system import ROOT, SYSTEMS, Run
 from bench.throughput import run_throughput
@@ -46,6 +47,7 @@ PARTS = (
     "kafka_streams",
     "statechart",
     "transactions",
+    *registered(),
 )
 QUICK = {
     "tenants": 200,
@@ -271,6 +273,10 @@ async def _bench(
             seconds=s["transactions_s"],
             broker_pid=broker_pid,
         )
+    for name, part in registered().items():
+        if name in args.parts:
+            print(f"{name} ...", flush=True)
+            await part(PartContext(run, report, s, args.quick, workload, broker_pid))
     if "quixstreams" in report.skipped or "kafka_streams" in report.skipped:
         report.notes.append("skipped systems have no figure in the results file")
     print()

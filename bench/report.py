@@ -84,6 +84,11 @@ class Report:
     statechart: dict[str, float] = field(default_factory=dict)
     transactions: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # What the feature parts (bench/parts.py) measured, under the names their issues
+    # give, and the lines they print.
+    extra_figures: dict[str, float] = field(default_factory=dict)
+    extra_ratios: dict[str, float] = field(default_factory=dict)
+    extra_lines: list[str] = field(default_factory=list)
 
     def rate(self, name: str) -> float | None:
         """A system's events/s, if it ran and produced a rate."""
@@ -116,6 +121,7 @@ class Report:
                 out[f"rss_{tag}_mib"] = round(self.restore.rss_mib, 1)
             if self.restore.rss_restored_mib is not None:
                 out[f"rss_restored_{tag}_mib"] = round(self.restore.rss_restored_mib, 1)
+        out.update({k: round(v, 3) for k, v in self.extra_figures.items()})
         return out
 
     def ratios(self) -> dict[str, float]:
@@ -126,6 +132,7 @@ class Report:
             theirs = self.rate(name)
             if ours is not None and theirs:
                 out[f"garrison_vs_{name}"] = round(ours / theirs, 3)
+        out.update({k: round(v, 3) for k, v in self.extra_ratios.items()})
         return out
 
     def to_json(self) -> bytes:
@@ -234,6 +241,7 @@ class Report:
                 f"{_num(r.rss_mib)} MiB after the run, {_num(r.rss_restored_mib)} MiB "
                 f"restored"
             )
+        out.extend(self.extra_lines)
         ratios = self.ratios()
         if ratios:
             out.append("ratios: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
