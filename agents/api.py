@@ -159,9 +159,9 @@ def add_api(app: GarrisonApp) -> None:
         except InvalidAddress as exc:
             return _error(view, 400, str(exc))
         raw = app.state_store.get(partition(tenant), key)
-        if raw is None:
+        rec = None if raw is None else load_record(raw)
+        if rec is None or rec.state is None:  # never was, or ended (a tombstone)
             return _error(view, 404, f"no instance {tenant}/{machine}/{instance}")
-        rec = load_record(raw)
         return view.json(
             {
                 "tenant": tenant,
@@ -197,16 +197,13 @@ def add_api(app: GarrisonApp) -> None:
             if not key.startswith(prefix):
                 last = None
                 break
+            rec = load_record(value)
+            if rec.state is None:
+                continue  # an ended instance's tombstone
             if len(out) == limit:
                 break
             address = decode_key(key)
-            out.append(
-                {
-                    "machine": address.machine,
-                    "instance": address.instance,
-                    "seq": load_record(value).seq,
-                }
-            )
+            out.append({"machine": address.machine, "instance": address.instance, "seq": rec.seq})
             last = key
         else:
             last = None  # the scan ended: no further page

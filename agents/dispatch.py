@@ -56,6 +56,7 @@ class DispatchStats:
     stale: int = 0
     rearmed: int = 0
     expired: int = 0
+    purged: int = 0
     dead_letters: int = 0
     batches: int = 0
 
@@ -71,6 +72,7 @@ _COUNTER: dict[Verdict, str] = {
     "stale": "stale",
     "rearmed": "rearmed",
     "expired": "expired",
+    "purged": "purged",
     "rejected": "dead_letters",
 }
 
@@ -332,7 +334,12 @@ class Dispatcher:
         self.state = state
         self.timers = timers
         self.group_id = group_id
-        self.rules = Rules(registry, settings.topics, keep_ids=settings.dedupe_ids)
+        self.rules = Rules(
+            registry,
+            settings.topics,
+            keep_ids=settings.dedupe_ids,
+            tombstone_ms=int(settings.tombstone_retention_s * 1000),
+        )
         self.stats = DispatchStats()
         self._lanes: dict[int, _Lane] = {}
         self.failed = asyncio.Event()

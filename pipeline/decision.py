@@ -31,11 +31,11 @@ from pipeline.outcome import Outcome
 from pipeline.record import Record, dump_record
 from pipeline.registry import Registry
 from pipeline.settings import Topics
-from pipeline.step import step
+from pipeline.step import TOMBSTONE_MS, step
 
 __all__ = ["Applied", "Consumed", "Loader", "Output", "Rules", "Verdict", "apply_record"]
 
-Verdict = Literal["applied", "duplicate", "stale", "rearmed", "expired", "rejected"]
+Verdict = Literal["applied", "duplicate", "stale", "rearmed", "expired", "purged", "rejected"]
 Loader = Callable[[Address], Record | None]
 """The instance's record as of this point in the partition (None: no such instance)."""
 
@@ -92,6 +92,7 @@ class Rules:
     registry: Registry
     topics: Topics
     keep_ids: int = 16
+    tombstone_ms: int = TOMBSTONE_MS
 
 
 def apply_record(rules: Rules, load: Loader, rec: Consumed) -> Applied:
@@ -101,7 +102,13 @@ def apply_record(rules: Rules, load: Loader, rec: Consumed) -> Applied:
     except Rejected as exc:
         return _rejected(rules, rec, exc)
     address = Address(event.tenant, event.machine, event.instance)
-    outcome = step(rules.registry, load(address), event, keep_ids=rules.keep_ids)
+    outcome = step(
+        rules.registry,
+        load(address),
+        event,
+        keep_ids=rules.keep_ids,
+        tombstone_ms=rules.tombstone_ms,
+    )
     verdict = outcome.status
     if verdict == "rejected":
         assert outcome.rejection is not None

@@ -267,10 +267,11 @@ class Machine(Generic[S]):
         reducer, payload = self._reducer(event.type)
         incoming = self._incoming(event, payload)
         if self._initial_fn is None:
-            # A model state is rebuilt from this dict; a plain dict goes to the reducer
-            # itself, which may change it, so it gets its own copy.
-            shared = self._initial_state
-            return self._run(reducer, shared if self._model else copy.deepcopy(shared), incoming)
+            # Every new instance gets its own copy: a pydantic model keeps Any-typed
+            # values by reference, so even a model state rebuilt from the shared dict
+            # would share them, and a reducer changing one in place would change the
+            # initial state of every later instance, of any tenant.
+            return self._run(reducer, copy.deepcopy(self._initial_state), incoming)
         try:
             initial = self._initial_fn(self.config, incoming)
         except Exception as exc:  # noqa: BLE001 - user code: report, never crash
@@ -349,6 +350,8 @@ class Machine(Generic[S]):
             result, effects = result.state, result.effects
         for effect in effects:
             self._check_emit(effect)
+        if result is None:  # the reducer ends the instance (a tombstone keeps its seq)
+            return None, effects
         return self._dump(result, f"state returned for {incoming.type!r}"), effects
 
     def _check_emit(self, effect: Effect) -> None:

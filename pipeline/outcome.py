@@ -13,7 +13,7 @@ from pipeline.record import Record, Timer
 
 __all__ = ["StateChange", "Outgoing", "TimerWrite", "Outcome", "Status"]
 
-Status = Literal["applied", "duplicate", "stale", "rearmed", "expired", "rejected"]
+Status = Literal["applied", "duplicate", "stale", "rearmed", "expired", "purged", "rejected"]
 
 
 class StateChange(NamedTuple):
@@ -93,9 +93,11 @@ class TimerWrite:
 class Outcome(NamedTuple):
     """The result of :func:`pipeline.step.step`.
 
-    ``record`` is what to store (None with ``expired``: delete; None with ``duplicate``,
-    ``stale`` or ``rejected``: nothing to write). ``change`` is set exactly when an event
-    was applied or the instance expired. ``rejected`` carries the refusal in
+    ``record`` is what to store: a tombstone (a record whose state is None) when the
+    instance ended (``expired``, or ``applied`` by a machine that returned None); None
+    with ``purged``: delete it; None with ``duplicate``, ``stale`` or ``rejected``:
+    nothing to write. ``change`` is set exactly when an event was applied or the
+    instance expired. ``rejected`` carries the refusal in
     ``rejection`` (its ``stage`` and ``reason`` go into the dead letter).
     """
 

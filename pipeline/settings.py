@@ -129,6 +129,13 @@ class Settings(BaseSettings):
         "is kept with the state in every transaction",
     )
     dedupe_ids: int = Field(default=16, ge=1, description="recent event ids kept per instance")
+    tombstone_retention_s: float = Field(
+        default=7 * 24 * 3600,
+        gt=0,
+        description="how long an ended (expired or deleted) instance keeps its sequence "
+        "number and recent event ids, so a new event continues its sequence; keep it at "
+        "least the state-change topic's retention",
+    )
     timer_tick_ms: int = Field(default=500, ge=10)
     gc_threshold: int = Field(
         default=50_000,

@@ -140,9 +140,20 @@ def test_ttl_rearms_silently_then_expires_with_a_null_state() -> None:
     assert rearmed.stored is not None
     later = timer_event_id(TTL_TIMER, 90_000)
     expired = store.apply(consumed(event("x", id=later, time_ms=90_000, timer=TTL_TIMER), offset=3))
-    assert (expired.verdict, expired.stored) == ("expired", None)
+    assert expired.verdict == "expired"
+    tombstone = load_record(expired.stored or b"")
+    assert (tombstone.state, tombstone.seq) == (None, 3)
     change = StateChange.from_json(expired.outputs[0].value or b"")
     assert (change.event_type, change.state, change.seq) == ("garrison.expired", None, 3)
+    # A new event continues the sequence; the tombstone's purge, once due, deletes.
+    again = store.apply(consumed(event(id="e4", time_ms=100_000), offset=4))
+    assert StateChange.from_json(again.outputs[0].value or b"").seq == 4
+    store.records[ADDRESS] = tombstone
+    due = tombstone.timers["__purge__"].due_ms
+    purge = event("x", id=timer_event_id("__purge__", due), time_ms=due, timer="__purge__")
+    purged = store.apply(consumed(purge, offset=5))
+    assert (purged.verdict, purged.stored, purged.outputs) == ("purged", None, ())
+    assert store.records[ADDRESS] is None
 
 
 @pytest.mark.parametrize(

@@ -177,7 +177,8 @@ def test_ttl_expires_an_idle_instance_and_rearms_for_a_busy_one() -> None:
     assert rearm.record.timers[TTL_TIMER].due_ms == t0 + 90_000
     gone = step(reg, rearm.record, event(id="y", time_ms=t0 + 90_000, timer=TTL_TIMER))
     assert gone.status == "expired"
-    assert gone.record is None
+    assert gone.record is not None
+    assert gone.record.state is None  # a tombstone
     assert gone.change is not None
     assert gone.change.state is None
     assert gone.change.event_type == "garrison.expired"
