@@ -130,6 +130,8 @@ def add_api(app: GarrisonApp) -> None:
 
     @app.page("/ready")
     async def ready(view: web.View, request: web.Request) -> web.Response:
+        if app.serving:
+            return view.json({"ready": True, "app": app.settings.app})
         waiting = (
             "joining the group"
             if app.rebalancing_count == 0
@@ -137,11 +139,9 @@ def add_api(app: GarrisonApp) -> None:
             if app.rebalancing
             else "recovering tables"
             if app.tables.recovery.in_recovery  # type: ignore[attr-defined]
-            else None
+            else "starting its lanes"
         )
-        if waiting is not None:
-            return view.json({"ready": False, "waiting": waiting}, status=503)
-        return view.json({"ready": True, "app": app.settings.app})
+        return view.json({"ready": False, "waiting": waiting}, status=503)
 
     @app.page("/state/{tenant}/{machine}/{instance}")
     @app.table_route(table=state_table, match_info="tenant")

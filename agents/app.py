@@ -1,120 +1,36 @@
 """``create_app(settings, registry)``: the Faust app of a garrison worker, built in one place.
 
 Faust provides the worker, group membership with its co-partitioning assignor, the
-RocksDB table stores with their changelog topics, recovery, and the web server. The
-events topic's records are lifted out of the consumer's fetch loop in bulk and handed
-to the :class:`~agents.dispatch.Dispatcher`, skipping Faust's per-event stream (which
-measured about 6.8k events/s here doing nothing at all). The consumer reads
-read_committed, so recovery never restores a write from an aborted transaction.
+RocksDB table stores with their changelog topics, recovery, and the web server.
+garrison's consumer (``agents.consumer``) lifts the events topic's records out of
+Faust's fetch loop and owns where each events partition reads from; its recovery
+(``agents.recovery``) restores the stores in bulk and then starts the dispatcher's
+lanes (``agents.dispatch``), which apply the records and commit them in transactions.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from typing import Any, cast
+from typing import Any
 
 import faust
-from faust.tables.manager import TableManager
-from faust.tables.recovery import Recovery
-from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from agents.api import add_api, faust_web_options
+from agents.consumer import Transport, position_of
 from agents.dispatch import Dispatcher
-from agents.kafka import kafka_options
+from agents.recovery import TableManagerWithBulkRecovery, catch_up
 from pipeline.registry import Registry
+from pipeline.seal import SEAL_HEADER, seal
 from pipeline.settings import Settings
 from tables import timers as timer_index
-from tables.changelog import last_data_offsets, restore
 from tables.store import PartitionStore
 
 __all__ = ["GarrisonApp", "create_app"]
 
 log = logging.getLogger(__name__)
-
-
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        # Our dispatcher commits state, output and offsets in transactions; the
-        # changelogs must be read committed-only or recovery could restore aborted writes.
-        consumer._isolation_level = "read_committed"  # noqa: SLF001 - no public knob
-        return consumer
-
-
-class _Consumer(faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> _ConsumerThread:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    async def _wait_next_records(self, timeout: float) -> Any:
-        app = cast(GarrisonApp, self.app)
-        generation = app.consumer_generation_id
-        records, active = await super()._wait_next_records(timeout)
-        if records:
-            events = app.settings.topics.events
-            # Records fetched across a rebalance may belong to partitions this worker
-            # no longer owns (Faust's own loop drops them the same way). Dropping is
-            # safe: every assignment restarts from the committed offsets.
-            moved = app.consumer_generation_id != generation
-            for tp in [tp for tp in records if tp.topic == events]:
-                chunk = records.pop(tp)  # type: ignore[attr-defined]  # a dict at run time
-                if not moved and (active is None or tp in active):
-                    await app.dispatcher.feed(tp.partition, chunk)
-        return records, active
-
-
-class _Transport(faust_aiokafka.Transport):
-    Consumer = _Consumer
-
-
-class _Recovery(Recovery):
-    async def _build_highwaters(
-        self, consumer: Any, tps: set[TP], destination: Any, title: str
-    ) -> None:
-        await super()._build_highwaters(consumer, tps, destination, title)
-        # Our changelogs are written in transactions: recover up to the last committed
-        # data record, not up to the trailing commit marker (see tables.changelog).
-        app = cast(GarrisonApp, self.app)
-        options = kafka_options(app.settings.kafka)
-        pending = [(tp.topic, tp.partition) for tp in tps if destination.get(tp, -1) >= 0]
-        found = await last_data_offsets(options, pending)
-        for (topic, partition), offset in found.items():
-            destination[TP(topic, partition)] = offset
-        if destination is self.active_highwaters:
-            await self._bulk_restore(options, found)
-
-    async def _bulk_restore(
-        self, options: dict[str, Any], ends: dict[tuple[str, int], int]
-    ) -> None:
-        """Restore active partitions ourselves, in whole write batches; Faust then finds
-        its persisted offsets at the end and has nothing left to replay (its own path
-        handles one record at a time: measured 332 s for a million instances)."""
-        app = cast(GarrisonApp, self.app)
-        stores = {s.changelog_topic: s for s in (app.state_store, app.timer_store)}
-        ranges = {}
-        for (topic, partition), end in ends.items():
-            store = stores.get(topic)
-            if store is not None and end >= 0:
-                done = store.changelog_offset(partition)
-                ranges[(topic, partition)] = (0 if done is None else done + 1, end)
-
-        def write(topic: str, partition: int, writes: dict[bytes, bytes | None], last: int) -> None:
-            stores[topic].write(partition, writes)
-            stores[topic].set_changelog_offset(partition, last)
-
-        started = time.monotonic()
-        count = await restore(options, ranges, write)
-        if count:
-            log.info("restored %d changelog records in %.1f s", count, time.monotonic() - started)
-
-
-class _TableManager(TableManager):
-    @property
-    def recovery(self) -> Recovery:
-        if self._recovery is None:
-            self._recovery = _Recovery(self.app, self, beacon=self.beacon, loop=self.loop)
-        return self._recovery
 
 
 class GarrisonApp(faust.App):
@@ -126,10 +42,43 @@ class GarrisonApp(faust.App):
     state_store: PartitionStore
     timer_store: PartitionStore
 
+    _starting: asyncio.Task[None] | None = None
+
     def _new_transport(self) -> Any:
-        return _Transport(self.conf.broker_consumer, self, loop=self.loop)
+        return Transport(self.conf.broker_consumer, self, loop=self.loop)
+
+    def start_lanes(self, generation: int) -> None:
+        """Start the lanes of this generation's events partitions, in the background
+        (the start waits for the broker as long as it takes)."""
+        if self._starting is not None:
+            self._starting.cancel()
+        events = self.settings.topics.events
+        mine = {tp.partition for tp in self.consumer.assignment() if tp.topic == events}
+        self._starting = asyncio.ensure_future(self._start_lanes(mine, generation))
+
+    async def _start_lanes(self, partitions: set[int], generation: int) -> None:
+        try:
+            await self.dispatcher.activate(partitions, generation)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("starting the lanes of generation %d failed; stopping", generation)
+            self.dispatcher.fail()
+
+    @property
+    def serving(self) -> bool:
+        """Whether the worker serves: joined, recovered, every lane started."""
+        return (
+            self.rebalancing_count > 0
+            and not self.rebalancing
+            and not self.tables.recovery.in_recovery  # type: ignore[attr-defined]
+            and self.dispatcher.active.is_set()
+            and self.dispatcher.generation == self.consumer_generation_id
+        )
 
     async def on_stop(self) -> None:
+        if self._starting is not None:
+            self._starting.cancel()
         await self.dispatcher.stop()
         await super().on_stop()
 
@@ -154,7 +103,10 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
         producer_acks=-1,
         **faust_web_options(settings.web),
         stream_wait_empty=False,
-        TableManager=_TableManager,
+        # Every recovery step must fit in it (Faust stops recovering for good when one
+        # does not); a bulk restore of a large store takes a while.
+        broker_request_timeout=max(300.0, settings.session_timeout_s),
+        TableManager=TableManagerWithBulkRecovery,
     )
     app.settings = settings
     app.registry = registry
@@ -182,6 +134,16 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
         settings, registry, app.state_store, app.timer_store, group_id=settings.app
     )
 
+    async def _catch_up(partitions: set[int]) -> None:
+        await catch_up(app, partitions)
+
+    async def _position(partition: int, offset: int, generation: int) -> bool:
+        seek_and_resume = position_of(app)
+        return bool(await seek_and_resume(partition, offset, generation))
+
+    app.dispatcher.catch_up = _catch_up
+    app.dispatcher.position = _position
+
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # Faust's signal typing
     async def _revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
         await app.dispatcher.revoke({tp.partition for tp in revoked if tp.topic == topics.events})
@@ -208,37 +170,35 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
 
 
 def _add_timer_delivery(app: GarrisonApp) -> None:
-    """Every tick, deliver the due timers of the partitions this worker owns as events
-    on their own partition. A firing may be delivered twice (a crash, a rebalance): its
-    id is stable, and the dispatcher skips it unless the timer is still armed as due."""
+    """Every tick, deliver the due timers of the partitions this worker serves as events
+    on their own partition, sealed with the partition's key (``pipeline.seal``). A firing
+    may be delivered twice (a crash, a rebalance): its id is stable, and the lane skips
+    it unless the timer is still armed as due."""
     settings = app.settings
     fired: dict[int, set[bytes]] = {}
 
     @app.timer(interval=settings.timer_tick_ms / 1000.0)  # type: ignore[untyped-decorator]
     async def deliver_timers() -> None:
         now = int(time.time() * 1000)
-        partitions = _recovered_partitions(app)
-        for gone in set(fired) - partitions:
+        lanes = (
+            {}
+            if not app.serving
+            else {p: app.dispatcher.lane(p) for p in app.dispatcher.partitions}
+        )
+        for gone in set(fired) - set(lanes):
             del fired[gone]  # after a rebalance, re-deliver what is still armed
-        for partition in partitions:
+        for partition, lane in lanes.items():
+            if lane is None or lane.seal_key is None or not lane.serving:
+                continue
             seen = fired.setdefault(partition, set())
             due_now = set()
             for entry in timer_index.due(app.timer_store, partition, now):
                 due_now.add(entry.key)
                 if entry.key in seen:
                     continue
+                headers = [(SEAL_HEADER, seal(lane.seal_key, entry.firing))]
                 await app.producer.send(
-                    settings.topics.events, entry.tenant, entry.firing, partition, None, None
+                    settings.topics.events, entry.tenant, entry.firing, partition, None, headers
                 )
                 seen.add(entry.key)
-            seen &= due_now  # forget firings the dispatcher has consumed
-
-
-def _recovered_partitions(app: GarrisonApp) -> set[int]:
-    """Events partitions assigned here whose tables are fully recovered (none while a
-    rebalance or recovery is under way: a half-restored index could fire a timer twice
-    or miss one)."""
-    if app.rebalancing or app.tables.recovery.in_recovery:  # type: ignore[attr-defined]
-        return set()
-    events = app.settings.topics.events
-    return {tp.partition for tp in app.consumer.assignment() if tp.topic == events}
+            seen &= due_now  # forget firings the lane has consumed

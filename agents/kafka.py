@@ -10,12 +10,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiokafka import errors as kafka_errors
 from aiokafka.partitioner import murmur2
 from aiokafka.producer import sender as aiokafka_sender
 
 from pipeline.settings import KafkaSettings
 
-__all__ = ["TXN_RETRY_BACKOFF_S", "kafka_options", "partition_of", "tune_transaction_retries"]
+__all__ = [
+    "TXN_RETRY_BACKOFF_S",
+    "UnroutableTopic",
+    "is_kafka_failure",
+    "is_record_refused",
+    "kafka_options",
+    "partition_of",
+    "tune_transaction_retries",
+]
 
 # A transaction's first AddPartitionsToTxn often meets the previous transaction's
 # markers still being written and gets CONCURRENT_TRANSACTIONS; aiokafka retries it
@@ -61,3 +70,35 @@ def tune_transaction_retries() -> None:
             "aiokafka release needs a new way to tune transaction retries"
         )
     aiokafka_sender.BACKOFF_OVERRIDE = TXN_RETRY_BACKOFF_S
+
+
+class UnroutableTopic(Exception):
+    """A record is for a topic the cluster does not have (while the cluster answers)."""
+
+
+# Kafka refusing what was sent, for a reason in the records themselves: sending the same
+# records again fails the same way, so the event that produced them must be set aside.
+_REFUSED: tuple[type[BaseException], ...] = (
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.RecordListTooLargeError,
+    kafka_errors.RecordTooLargeError,
+    kafka_errors.InvalidTopicError,
+    kafka_errors.TopicAuthorizationFailedError,
+    kafka_errors.CorruptRecordException,
+    UnroutableTopic,
+)
+
+
+def is_record_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` says Kafka refused the records themselves (not that it failed)."""
+    return isinstance(exc, _REFUSED)
+
+
+def is_kafka_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is Kafka or the network failing (worth retrying with backoff):
+    connections, timeouts, coordinators moving, a producer fenced or in error."""
+    if is_record_refused(exc):
+        return False
+    return isinstance(
+        exc, kafka_errors.KafkaError | OSError | TimeoutError | kafka_errors.IllegalOperation
+    )

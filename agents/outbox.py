@@ -11,14 +11,21 @@ default partitioner would.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError, RecordTooLargeError
 
-from agents.kafka import partition_of
+from agents.kafka import UnroutableTopic, partition_of
 from pipeline.envelope import Headers
 
-__all__ = ["Outbox"]
+__all__ = ["MAX_BATCH_BYTES", "Outbox"]
+
+# A record batch the broker takes: its default max.message.bytes is 1,048,588 bytes per
+# batch. The pipeline keeps every record under GARRISON_MAX_RECORD_BYTES (900,000 by
+# default) so one record always fits a batch, with its headers.
+MAX_BATCH_BYTES = 1_000_000
 
 
 class Outbox:
@@ -41,6 +48,12 @@ class Outbox:
         self._builders: dict[tuple[str, int], Any] = {}
         self._full: list[tuple[tuple[str, int], Any]] = []
         self.unrouted: list[tuple[str, bytes | None, bytes | None, Headers | None]] = []
+        self._waiting: set[str] = set()
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        """The producer whose batches these are (and whose transaction sends them)."""
+        return self._producer
 
     def partition_for(self, topic: str, key: bytes | None) -> int:
         """The lane's partition when ``topic`` is laid out like the events topic."""
@@ -60,7 +73,10 @@ class Outbox:
     ) -> None:
         """Queue one record (to ``partition``, or routed by key like the producer)."""
         if partition is None:
-            if topic not in self._counts:
+            if topic not in self._counts or topic in self._waiting:
+                # Until route() runs, every record of the topic waits, even once another
+                # batch has learnt the count: records of one topic keep their order.
+                self._waiting.add(topic)
                 self.unrouted.append((topic, key, value, headers))
                 return
             partition = self.partition_for(topic, key)
@@ -73,18 +89,30 @@ class Outbox:
             self._full.append((where, builder))
             builder = self._builders[where] = self._producer.create_batch()
             if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
-                raise ValueError(
-                    f"a record for {topic} is larger than the producer's "
-                    "batch size; raise max_batch_size"
+                raise RecordTooLargeError(
+                    f"a record for {topic} is larger than a record batch "
+                    f"({MAX_BATCH_BYTES:,} bytes)"
                 )
 
     async def route(self) -> None:
         """Look up the partition counts the unrouted records wait for, and queue them."""
         unrouted, self.unrouted = self.unrouted, []
+        self._waiting.clear()
         for topic, key, value, headers in unrouted:
             if topic not in self._counts:
-                self._counts[topic] = len(await self._producer.partitions_for(topic))
+                self._counts[topic] = await self._count(topic)
             self.add(topic, key, value, headers)
+
+    async def _count(self, topic: str) -> int:
+        try:
+            return len(await asyncio.wait_for(self._producer.partitions_for(topic), 15.0))
+        except (TimeoutError, KafkaTimeoutError):
+            cluster = self._producer.client.cluster
+            if cluster.brokers() and topic not in cluster.topics():
+                # The cluster answers but has no such topic (deleted since the worker
+                # created it): the records for it are refused, not delayed.
+                raise UnroutableTopic(f"topic {topic!r} does not exist") from None
+            raise
 
     async def flush(self) -> dict[tuple[str, int], int]:
         """Send every batch (call inside the transaction) and wait until delivered; the

@@ -11,7 +11,6 @@ import faust
 from agents.app import create_app
 from agents.kafka import tune_transaction_retries
 from agents.topics import ensure_topics
-from pipeline.chart_machine import service_topics
 from pipeline.registry import Registry
 from pipeline.settings import Settings
 
@@ -50,10 +49,7 @@ def _tune_gc(threshold: int) -> None:
 def run_worker(settings: Settings, registry: Registry) -> int:
     """Create the topics, build the app and run a Faust worker in this process."""
     tune_transaction_retries()
-    declared = service_topics(
-        machine for name in registry.machines for machine in registry.versions(name).values()
-    )
-    asyncio.run(ensure_topics(settings, declared))
+    asyncio.run(ensure_topics(settings, registry.service_topics))
     app = create_app(settings, registry)
 
     def crash() -> None:

@@ -1,9 +1,12 @@
 """The per-record decision: one consumed record in; what to store and produce out, as data.
 
 :func:`apply_record` is everything a dispatch lane decides about one record of
-``<app>.events``: decode it, find the instance's record, :func:`~pipeline.step.step` it,
-and turn the outcome into the records to produce (the state change, the emitted events)
-or into a dead letter. Like ``step`` it reads no clock, makes no ids and does no I/O;
+``<app>.events``: decode it (either CloudEvents content mode); refuse what claims to be
+garrison's own without being so (an unsealed timer firing, a ``garrison.*`` type); send
+a record found outside its tenant's partition on to that partition, unapplied; find the
+instance's record, :func:`~pipeline.step.step` it, and turn the outcome into the records
+to produce (the state change, the emitted events), each checked against the limits, or
+into a dead letter. Like ``step`` it reads no clock, makes no ids and does no I/O;
 the lane in ``agents/`` only loads, stores and produces what it returns, so every
 branch here is unit-tested without Kafka (``tests/pipeline/test_decision.py``).
 
@@ -26,16 +29,28 @@ from typing import Literal, NamedTuple, Protocol
 from pipeline.address import Address
 from pipeline.deadletter import DeadLetter, Headers
 from pipeline.envelope import decode_event, encode_event
-from pipeline.errors import InvalidOutput, Rejected
+from pipeline.errors import ForgedEvent, InvalidOutput, Rejected
 from pipeline.outcome import Outcome
 from pipeline.record import Record, dump_record
 from pipeline.registry import Registry
+from pipeline.seal import is_sealed
 from pipeline.settings import Topics
 from pipeline.step import TOMBSTONE_MS, step
 
-__all__ = ["Applied", "Consumed", "Loader", "Output", "Rules", "Verdict", "apply_record"]
+__all__ = [
+    "Applied",
+    "Consumed",
+    "Loader",
+    "Output",
+    "Rules",
+    "Verdict",
+    "apply_record",
+    "dead_letter",
+]
 
-Verdict = Literal["applied", "duplicate", "stale", "rearmed", "expired", "purged", "rejected"]
+Verdict = Literal[
+    "applied", "duplicate", "stale", "rearmed", "expired", "purged", "rejected", "forwarded"
+]
 Loader = Callable[[Address], Record | None]
 """The instance's record as of this point in the partition (None: no such instance)."""
 
@@ -87,21 +102,58 @@ class Applied(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Rules:
-    """What every decision of one app shares: its machines, topics and limits."""
+    """What the decisions of one lane share: the app's machines, topics and limits, and
+    the lane's partition.
+
+    ``home`` gives the events partition an address belongs to (None: any partition is
+    home, for tests of one partition); ``seal_key`` is the partition's key for garrison's
+    own timer firings (``pipeline.seal``; None: no firing is accepted); ``service_topics``
+    are the topics machines declared they emit to; ``max_record_bytes`` bounds every
+    record produced (the broker refuses larger ones, and a refusal must not stop the
+    partition).
+    """
 
     registry: Registry
     topics: Topics
     keep_ids: int = 16
     tombstone_ms: int = TOMBSTONE_MS
+    partition: int = 0
+    home: Callable[[Address], int] | None = None
+    seal_key: bytes | None = None
+    service_topics: frozenset[str] = frozenset()
+    max_record_bytes: int = 900_000
+
+
+_RESERVED = "garrison."
 
 
 def apply_record(rules: Rules, load: Loader, rec: Consumed) -> Applied:
     """Decide what one record of the events topic does."""
     try:
-        event = decode_event(rec.value, fallback_time_ms=rec.timestamp)
+        event = decode_event(rec.value, fallback_time_ms=rec.timestamp, headers=rec.headers)
+        if event.timer is not None:
+            if not is_sealed(rules.seal_key, rec.value, rec.headers):
+                raise ForgedEvent(
+                    f"the event claims to be a firing of timer {event.timer!r}, but only "
+                    "garrison's timer delivery may send those (its seal is missing or "
+                    "wrong); send events without the 'timer' attribute",
+                    event_type=event.type,
+                )
+        elif event.type.startswith(_RESERVED):
+            raise ForgedEvent(
+                f"event type {event.type!r} is garrison's own (types starting "
+                f"{_RESERVED!r} are reserved); choose another type",
+                event_type=event.type,
+            )
     except Rejected as exc:
-        return _rejected(rules, rec, exc)
+        return dead_letter(rules, rec, exc)
     address = Address(event.tenant, event.machine, event.instance)
+    home = rules.home
+    if home is not None and (where := home(address)) != rules.partition:
+        # Not its tenant's partition (a client with another partitioner, no key, a
+        # wrong key): never applied here; the tenant's partition gets it as it came.
+        out = Output(rules.topics.events, event.tenant.encode(), rec.value, rec.headers, where)
+        return Applied("forwarded", address, outputs=(out,))
     outcome = step(
         rules.registry,
         load(address),
@@ -112,49 +164,90 @@ def apply_record(rules: Rules, load: Loader, rec: Consumed) -> Applied:
     verdict = outcome.status
     if verdict == "rejected":
         assert outcome.rejection is not None
-        return _rejected(rules, rec, outcome.rejection)
+        return dead_letter(rules, rec, outcome.rejection)
     if verdict == "duplicate" or verdict == "stale":
         return Applied(verdict, address, reason=outcome.reason)
-    tenant_key = event.tenant.encode()
-    topics = rules.topics
+    try:
+        stored, outputs = _outputs(rules, event.tenant, outcome)
+    except Rejected as exc:
+        return dead_letter(rules, rec, exc)
+    return Applied(verdict, address, outcome, stored, outputs)
+
+
+def _outputs(
+    rules: Rules, tenant: str, outcome: Outcome
+) -> tuple[bytes | None, tuple[Output, ...]]:
+    """The record's bytes and the records to produce, each checked: serialised here, so
+    what cannot be produced (not JSON, too large, an undeclared topic) is this event's
+    dead letter, not the lane's failure later."""
+    tenant_key = tenant.encode()
+    topics, limit = rules.topics, rules.max_record_bytes
     outputs = []
     try:
-        # Everything is serialised here, so what cannot be (a state or timer data that
-        # is not JSON) is this event's dead letter, not the lane's failure later.
         stored = None if outcome.record is None else dump_record(outcome.record)
         if outcome.change is not None:
             outputs.append(Output(topics.state_changes, tenant_key, outcome.change.to_json()))
         for sent in outcome.emitted:
+            if sent.topic is not None and sent.topic not in rules.service_topics:
+                declared = ", ".join(sorted(rules.service_topics)) or "none"
+                raise InvalidOutput(
+                    f"{sent.event.type!r} is emitted to topic {sent.topic!r}, which no "
+                    f"machine declares (declared: {declared}); declare it with topics= "
+                    "so the worker creates it",
+                    event_type=sent.event.type,
+                )
+            target = Address(sent.event.tenant, sent.event.machine, sent.event.instance)
+            where = None if sent.topic is not None or rules.home is None else rules.home(target)
             outputs.append(
-                Output(sent.topic or topics.events, tenant_key, encode_event(sent.event))
+                Output(sent.topic or topics.events, tenant_key, encode_event(sent.event), (), where)
             )
-    except Rejected as exc:
-        return _rejected(rules, rec, exc)
     except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
-        return _rejected(
-            rules,
-            rec,
-            InvalidOutput(
-                f"applying {event.type!r} gives a state or timer that is not JSON: {exc}; "
-                "keep states, timer data and emitted data to JSON types",
-                event_type=event.type,
-            ),
+        raise InvalidOutput(
+            f"applying the event gives a state or timer that is not JSON: {exc}; keep "
+            "states, timer data and emitted data to JSON types"
+        ) from None
+    if stored is not None and len(stored) > limit:
+        raise InvalidOutput(
+            f"the instance's record would be {len(stored):,} bytes, over the limit of "
+            f"{limit:,} (GARRISON_MAX_RECORD_BYTES); keep states smaller"
         )
-    return Applied(verdict, address, outcome, stored, tuple(outputs))
+    for out in outputs:
+        size = len(out.key or b"") + len(out.value or b"")
+        if size > limit:
+            what = "state change" if out.topic == topics.state_changes else f"record to {out.topic}"
+            raise InvalidOutput(
+                f"the {what} would be {size:,} bytes, over the limit of {limit:,} "
+                "(GARRISON_MAX_RECORD_BYTES); keep states and emitted data smaller"
+            )
+    return stored, tuple(outputs)
 
 
-def _rejected(rules: Rules, rec: Consumed, exc: Rejected) -> Applied:
+def dead_letter(rules: Rules, rec: Consumed, exc: Rejected) -> Applied:
+    """The decision to dead-letter ``rec`` for ``exc``: the original record as it came,
+    with garrison's headers saying why. A record too large to be dead-lettered whole
+    (its own size near the broker's limit) keeps its key and headers; its value is left
+    in the events topic, where the headers say it is."""
+    reason = exc.reason
+    value = rec.value
+    headers = tuple(rec.headers or ())
+    size = len(rec.key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers)
+    if size + 8_000 > rules.max_record_bytes:  # room for garrison's own headers
+        reason += (
+            f" (the value, {len(value or b''):,} bytes, is too large to copy here; it "
+            "stays in the events topic at the topic, partition and offset given)"
+        )
+        value = None
     letter = DeadLetter(
         rec.key,
-        rec.value,
+        value,
         exc.stage,
-        exc.reason,
+        reason,
         type(exc).__name__,
         rec.topic,
         rec.partition,
         rec.offset,
         rec.timestamp,
-        rec.headers or (),
+        headers,
     )
     out = Output(rules.topics.dlq, letter.key, letter.value, tuple(letter.headers()))
-    return Applied("rejected", outputs=(out,), stage=exc.stage, reason=exc.reason)
+    return Applied("rejected", outputs=(out,), stage=exc.stage, reason=reason)

@@ -1,11 +1,22 @@
-"""The event envelope: CloudEvents 1.0, structured JSON mode, with garrison's extensions.
+"""The event envelope: CloudEvents 1.0 with garrison's extensions, in both content modes.
 
-An event on ``<app>.events`` is a JSON object with the CloudEvents attributes
-``specversion`` ("1.0"), ``id``, ``source``, ``type``, optional ``time`` (RFC 3339) and
-``data``, plus the extension attributes ``tenant``, ``machine`` and ``instance``
-(and ``timer`` on the events garrison's durable timers deliver). Its
-Kafka key is the tenant id. ``id`` is the idempotency key. Optional ``parentid`` links
-a reply to the command that caused it (arvo's convention).
+An event has the CloudEvents attributes ``specversion`` ("1.0"), ``id``, ``source``,
+``type``, optional ``time`` (RFC 3339) and ``data``, plus the extension attributes
+``tenant``, ``machine`` and ``instance`` (and ``timer`` on the firings garrison's
+durable timers deliver). Its Kafka key is the tenant id. ``id`` is the idempotency key.
+Optional ``parentid`` links a reply to the command that caused it (arvo's convention);
+``traceparent`` and ``tracestate`` are the distributed-tracing extension.
+
+Both content modes of the CloudEvents Kafka protocol binding are read:
+
+- **structured**: the value is the whole event as JSON (``content-type`` header absent,
+  or ``application/cloudevents+json``); binary data travels base64 in ``data_base64``;
+- **binary** (the SDKs' default on Kafka): attributes in ``ce_<name>`` headers (UTF-8),
+  the value is the data as it is, and the ``content-type`` header is its
+  ``datacontenttype``: JSON types (``application/json``, ``*/*+json``, or none) are
+  parsed, ``text/*`` is decoded to a string, anything else stays bytes.
+
+garrison writes the structured mode (:func:`encode_event`).
 
 Example::
 
@@ -16,6 +27,8 @@ Example::
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -39,6 +52,8 @@ Headers = Sequence[tuple[str, bytes]]
 """Kafka record headers, as aiokafka gives and takes them."""
 
 _REQUIRED = ("id", "source", "type", "tenant", "machine", "instance")
+_OPTIONAL_TEXT = ("parentid", "timer", "traceparent", "tracestate")
+_CE = "ce_"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _last_second: list[Any] = [None, ""]
 _parsed_second: list[Any] = ["", 0]  # "YYYY-MM-DDTHH:MM:SS" and its epoch ms
@@ -61,6 +76,8 @@ class Event(NamedTuple):
     data: Any = None
     parentid: str | None = None
     timer: str | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     @property
     def time(self) -> datetime:
@@ -137,18 +154,83 @@ def format_time(time_ms: int) -> str:
     return f"{_last_second[1]}.{millis:03d}Z"
 
 
-def decode_event(value: bytes | None, *, fallback_time_ms: int) -> Event:
-    """Decode and validate one event. Without a ``time`` attribute, the event takes
-    ``fallback_time_ms`` (the Kafka record's timestamp), so a replay of the log sees the
-    same time. Raises :class:`InvalidEvent` with what is wrong."""
+def decode_event(
+    value: bytes | None, *, fallback_time_ms: int, headers: Headers | None = None
+) -> Event:
+    """Decode and validate one event from a Kafka record's value and headers, in either
+    content mode. Without a ``time`` attribute, the event takes ``fallback_time_ms`` (the
+    Kafka record's timestamp), so a replay of the log sees the same time. Raises
+    :class:`InvalidEvent` with what is wrong."""
+    content_type = None
+    binary = False
+    if headers:
+        for name, raw in headers:
+            if name == "content-type" or name.lower() == "content-type":
+                content_type = _text(name, raw)
+            elif name == "ce_specversion":
+                binary = True
+    if binary and not (content_type or "").lower().startswith("application/cloudevents"):
+        assert headers is not None
+        return _binary(value, headers, content_type, fallback_time_ms)
     if value is None:
-        raise InvalidEvent("record has no value (a tombstone); send a CloudEvent JSON object")
+        raise InvalidEvent(
+            "record has no value (a tombstone); send a CloudEvent: a JSON object, or "
+            "ce_* headers with the data as the value"
+        )
     try:
         obj = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent(f"value is not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise InvalidEvent(f"value is JSON {type(obj).__name__}, expected a CloudEvent object")
+    if "data_base64" in obj:
+        if "data" in obj:
+            raise InvalidEvent("an event has data or data_base64, not both")
+        try:
+            obj["data"] = base64.b64decode(obj.pop("data_base64"), validate=True)
+        except (TypeError, ValueError, binascii.Error):
+            raise InvalidEvent("data_base64 is not base64") from None
+    return _validated(obj, fallback_time_ms)
+
+
+def _text(name: str, raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except (UnicodeDecodeError, AttributeError):
+        raise InvalidEvent(f"header {name!r} is not UTF-8 text") from None
+
+
+def _binary(
+    value: bytes | None, headers: Headers, content_type: str | None, fallback_time_ms: int
+) -> Event:
+    """Binary content mode: attributes from ``ce_*`` headers, the value is the data."""
+    obj: dict[str, Any] = {}
+    for name, raw in headers:
+        if name.startswith(_CE):
+            obj[name[len(_CE) :]] = _text(name, raw)
+    obj["data"] = _data(value, content_type)
+    return _validated(obj, fallback_time_ms)
+
+
+def _data(value: bytes | None, content_type: str | None) -> Any:
+    """The data of a binary-mode event, read as its content type says."""
+    if value is None or value == b"":
+        return None
+    kind = (content_type or "application/json").split(";", 1)[0].strip().lower()
+    if kind == "application/json" or kind.endswith("+json") or kind == "text/json":
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidEvent(f"data is not JSON, as content-type {kind!r} says: {exc}") from None
+    if kind.startswith("text/"):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            raise InvalidEvent(f"data is not UTF-8 text, as content-type {kind!r} says") from None
+    return bytes(value)
+
+
+def _validated(obj: dict[str, Any], fallback_time_ms: int) -> Event:
     try:
         spec, eid, source, etype = obj["specversion"], obj["id"], obj["source"], obj["type"]
         tenant, machine, instance = obj["tenant"], obj["machine"], obj["instance"]
@@ -170,8 +252,11 @@ def decode_event(value: bytes | None, *, fallback_time_ms: int) -> Event:
         raise InvalidEvent(str(exc), event_type=etype) from None
     raw_time = obj.get("time")
     time_ms = fallback_time_ms if raw_time is None else parse_time(raw_time)
-    parent = obj.get("parentid")
-    timer = obj.get("timer")
+    extra = [obj.get(name) for name in _OPTIONAL_TEXT]
+    for name, text in zip(_OPTIONAL_TEXT, extra, strict=True):
+        if text is not None and (type(text) is not str or not text):
+            raise InvalidEvent(f"attribute {name!r} must be a non-empty string", event_type=etype)
+    parent, timer, traceparent, tracestate = extra
     return Event(
         eid,
         etype,
@@ -181,8 +266,10 @@ def decode_event(value: bytes | None, *, fallback_time_ms: int) -> Event:
         instance,
         time_ms,
         obj.get("data"),
-        parent if isinstance(parent, str) else None,
-        timer if isinstance(timer, str) else None,
+        parent,
+        timer,
+        traceparent,
+        tracestate,
     )
 
 
@@ -197,13 +284,21 @@ def encode_event(event: Event) -> bytes:
         "tenant": event.tenant,
         "machine": event.machine,
         "instance": event.instance,
-        "datacontenttype": "application/json",
-        "data": event.data,
     }
+    if isinstance(event.data, bytes | bytearray):  # binary data: base64, as the format says
+        obj["datacontenttype"] = "application/octet-stream"
+        obj["data_base64"] = base64.b64encode(event.data).decode()
+    else:
+        obj["datacontenttype"] = "application/json"
+        obj["data"] = event.data
     if event.parentid is not None:
         obj["parentid"] = event.parentid
     if event.timer is not None:
         obj["timer"] = event.timer
+    if event.traceparent is not None:
+        obj["traceparent"] = event.traceparent
+        if event.tracestate is not None:
+            obj["tracestate"] = event.tracestate
     try:
         return orjson.dumps(obj)
     except orjson.JSONEncodeError as exc:

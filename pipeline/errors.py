@@ -23,6 +23,7 @@ __all__ = [
     "InvalidState",
     "TransitionNotAllowed",
     "InvalidOutput",
+    "ForgedEvent",
 ]
 
 
@@ -54,6 +55,13 @@ class InvalidEvent(Rejected):
     """The bytes are not a valid garrison CloudEvent (JSON, attributes, ids)."""
 
     stage = "decode"
+
+
+class ForgedEvent(Rejected):
+    """The event claims to be garrison's own (a timer firing, a ``garrison.*`` type) but
+    did not come from garrison's delivery path."""
+
+    stage = "origin"
 
 
 class UnknownMachine(Rejected):

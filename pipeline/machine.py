@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import copy
 import inspect
+import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
@@ -45,6 +46,7 @@ from pipeline.errors import (
 __all__ = ["Incoming", "Machine", "Reducer", "explain"]
 
 S = TypeVar("S")
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 P = TypeVar("P")
 R = TypeVar("R", bound=Callable[..., Any])
 
@@ -175,6 +177,7 @@ class Machine(Generic[S]):
         config: Any = None,
         ttl: timedelta | None = None,
         emits: dict[str, type[BaseModel]] | None = None,
+        topics: Iterable[str] = (),
     ) -> None:
         from pipeline.address import check_id  # one rule for names everywhere
 
@@ -192,6 +195,13 @@ class Machine(Generic[S]):
             raise InvalidDefinition(f"machine {name!r}: ttl must be positive")
         self.migrations: dict[int, Migration] = {}
         self.emits = dict(emits or {})
+        self.topics = frozenset(topics)  # service topics its reducers may Emit(topic=) to
+        for topic in self.topics:
+            if not isinstance(topic, str) or _TOPIC.fullmatch(topic) is None:
+                raise InvalidDefinition(
+                    f"machine {name!r}: {topic!r} is not a Kafka topic name "
+                    "(1 to 249 letters, digits, '.', '_', '-')"
+                )
         self._model: type[BaseModel] | None = (
             state if isinstance(state, type) and issubclass(state, BaseModel) else None
         )

@@ -52,6 +52,16 @@ class Registry:
         """The latest version of every machine, by name."""
         return dict(self._latest)
 
+    @property
+    def service_topics(self) -> frozenset[str]:
+        """Every topic a machine (any registered version) declares it emits to."""
+        return frozenset(
+            topic
+            for versions in self._versions.values()
+            for machine in versions.values()
+            for topic in getattr(machine, "topics", ())
+        )
+
     def versions(self, name: str) -> dict[int, Behaviour]:
         """Every registered version of ``name``."""
         return dict(self._versions.get(name, {}))

@@ -114,6 +114,15 @@ class Settings(BaseSettings):
     rocksdb: RocksDBSettings = RocksDBSettings()
     data_dir: Path = Path("var/garrison")
     batch_size: int = Field(default=2000, ge=1, description="events taken per batch")
+    max_record_bytes: int = Field(
+        default=900_000,
+        ge=10_000,
+        le=990_000,
+        description="the largest record (key and value) the worker produces: a state "
+        "change, an emitted event or an instance's changelog record; an event that "
+        "would produce a larger one is dead-lettered (the broker's default limit is "
+        "1,048,588 bytes per record batch)",
+    )
     batch_wait_ms: int = Field(
         default=5,
         ge=0,

@@ -12,12 +12,23 @@ from __future__ import annotations
 
 from pipeline.address import Address
 
-__all__ = ["OFFSET_KEY", "encode_key", "decode_key", "tenant_prefix", "part", "read_part"]
+__all__ = [
+    "OFFSET_KEY",
+    "SEAL_KEY",
+    "encode_key",
+    "decode_key",
+    "tenant_prefix",
+    "part",
+    "read_part",
+]
 
 # The state table's one key that is not an address: the events offset its partition's
 # records are applied up to. Every encoded address starts with a decimal digit, so a
 # zero byte can never collide with one (nor fall under a tenant prefix).
 OFFSET_KEY = b"\x00applied-offset"
+# The partition's seal key (pipeline.seal): random, made by the partition's first owner,
+# and kept with the state so every later owner seals and checks firings with it.
+SEAL_KEY = b"\x00seal-key"
 
 
 def part(text: str) -> bytes:

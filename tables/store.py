@@ -93,6 +93,16 @@ class PartitionStore:
                 batch.put(key, value)
         self.db(partition).write(batch)
 
+    def clear(self, partition: int) -> None:
+        """Delete everything in ``partition``'s database (its restored offset too)."""
+        db = self.db(partition)
+        keys = [key for key in db.keys() if isinstance(key, bytes)]  # raw mode: all bytes
+        for start in range(0, len(keys), 10_000):
+            batch = WriteBatch(raw_mode=True)
+            for key in keys[start : start + 10_000]:
+                batch.delete(key)
+            db.write(batch)
+
     def changelog_offset(self, partition: int) -> int | None:
         """The changelog offset the local store of ``partition`` is restored up to."""
         from faust.types import TP

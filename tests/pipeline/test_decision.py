@@ -6,19 +6,31 @@ what to produce; here the loader is a dict of records and nothing is sent anywhe
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import orjson
 import pytest
 
-from pipeline import ChartMachine, Contract, Machine, Registry, StateChange
+from pipeline import (
+    ChartMachine,
+    Contract,
+    Emit,
+    Event,
+    Machine,
+    Next,
+    Registry,
+    StateChange,
+    encode_event,
+)
 from pipeline.address import Address
-from pipeline.deadletter import DeadLetter
+from pipeline.deadletter import DeadLetter, original_headers
 from pipeline.decision import Applied, Rules, apply_record
 from pipeline.envelope import decode_event
 from pipeline.ids import timer_event_id
 from pipeline.record import Record, load_record
+from pipeline.seal import SEAL_HEADER, seal
 from pipeline.settings import Topics
 from pipeline.statechart import Chart
 from pipeline.step import TTL_TIMER
@@ -47,10 +59,19 @@ def _chart_machine() -> ChartMachine:
     )
 
 
+KEY = b"k" * 32  # the partition's seal key
+
+
+def sealed(ev: Event, *, offset: int = 0, key: bytes = KEY) -> Any:
+    """A timer firing as garrison's delivery sends it: sealed with the partition's key."""
+    raw = encode_event(ev)
+    return consumed(raw, offset=offset, headers=((SEAL_HEADER, seal(key, raw)),))
+
+
 REG = Registry(
     [counter_machine(ttl=timedelta(seconds=60)), pinger_machine(), _set_machine(), _chart_machine()]
 )
-RULES = Rules(REG, TOPICS)
+RULES = Rules(REG, TOPICS, seal_key=KEY)
 
 
 class Store:
@@ -125,7 +146,7 @@ def test_a_firing_of_a_timer_no_longer_armed_is_stale() -> None:
     due = 1_700_000_000_000 + 5_000
     fire = event("x", id=timer_event_id("alarm", due), time_ms=due, timer="alarm")
     store.apply(consumed(event("counter.snooze", id="s"), offset=1))
-    applied = store.apply(consumed(fire, offset=2))
+    applied = store.apply(sealed(fire, offset=2))
     assert (applied.verdict, applied.outputs, applied.outcome) == ("stale", (), None)
 
 
@@ -134,12 +155,12 @@ def test_ttl_rearms_silently_then_expires_with_a_null_state() -> None:
     store.apply(consumed(event(time_ms=0)))
     store.apply(consumed(event(id="e2", time_ms=30_000), offset=1))
     first = timer_event_id(TTL_TIMER, 60_000)
-    rearmed = store.apply(consumed(event("x", id=first, time_ms=60_000, timer=TTL_TIMER), offset=2))
+    rearmed = store.apply(sealed(event("x", id=first, time_ms=60_000, timer=TTL_TIMER), offset=2))
     assert (rearmed.verdict, rearmed.outputs) == ("rearmed", ())
     assert rearmed.outcome is not None
     assert rearmed.stored is not None
     later = timer_event_id(TTL_TIMER, 90_000)
-    expired = store.apply(consumed(event("x", id=later, time_ms=90_000, timer=TTL_TIMER), offset=3))
+    expired = store.apply(sealed(event("x", id=later, time_ms=90_000, timer=TTL_TIMER), offset=3))
     assert expired.verdict == "expired"
     tombstone = load_record(expired.stored or b"")
     assert (tombstone.state, tombstone.seq) == (None, 3)
@@ -151,7 +172,7 @@ def test_ttl_rearms_silently_then_expires_with_a_null_state() -> None:
     store.records[ADDRESS] = tombstone
     due = tombstone.timers["__purge__"].due_ms
     purge = event("x", id=timer_event_id("__purge__", due), time_ms=due, timer="__purge__")
-    purged = store.apply(consumed(purge, offset=5))
+    purged = store.apply(sealed(purge, offset=5))
     assert (purged.verdict, purged.stored, purged.outputs) == ("purged", None, ())
     assert store.records[ADDRESS] is None
 
@@ -220,3 +241,114 @@ def test_a_rejection_leaves_the_stored_record_as_it_was() -> None:
     assert store.records[ADDRESS] is before
     after = store.apply(consumed(event(id="e3", data={"amount": 1}), offset=2))
     assert StateChange.from_json(after.outputs[0].value or b"").seq == 2
+
+
+# -- trust at the edges -----------------------------------------------------------------
+
+
+def test_a_firing_without_a_valid_seal_is_a_dead_letter_of_stage_origin() -> None:
+    store = Store()
+    store.apply(consumed(event(time_ms=0)))
+    ttl = event("x", id=timer_event_id(TTL_TIMER, 60_000), time_ms=60_000, timer=TTL_TIMER)
+    for forged in (
+        consumed(ttl, offset=1),  # no seal at all
+        sealed(ttl, offset=1, key=b"x" * 32),  # sealed with another key
+        consumed(encode_event(ttl), offset=1, headers=((SEAL_HEADER, b"0" * 16),)),
+    ):
+        _dead_letter(store.apply(forged), forged, "origin", "only garrison's timer delivery")
+    assert store.records[ADDRESS] is not None  # the instance lives on
+    reserved = consumed(event("garrison.expired", id="g"), offset=2)
+    _dead_letter(store.apply(reserved), reserved, "origin", "types starting 'garrison.'")
+
+
+def test_a_genuine_ttl_firing_expires_and_a_forged_one_cannot() -> None:
+    store = Store()
+    store.apply(consumed(event(time_ms=0)))
+    ttl = event("x", id=timer_event_id(TTL_TIMER, 60_000), time_ms=60_000, timer=TTL_TIMER)
+    assert store.apply(consumed(ttl, offset=1)).verdict == "rejected"
+    assert store.apply(sealed(ttl, offset=2)).verdict == "expired"
+
+
+def test_a_record_outside_its_tenants_partition_is_forwarded_unapplied() -> None:
+    rules = replace(RULES, partition=1, home=lambda address: 3 if address.tenant == "acme" else 1)
+    store: dict[Address, Record | None] = {}
+    headers = (("x-request", b"r1"),)
+    raw = encode_event(event(data={"amount": 2}))
+    rec = consumed(raw, key=None, partition=1, headers=headers)
+    applied = apply_record(rules, store.get, rec)
+    assert applied.verdict == "forwarded"
+    assert applied.outcome is None
+    [out] = applied.outputs
+    assert (out.topic, out.key, out.value, out.headers, out.partition) == (
+        TOPICS.events,
+        b"acme",
+        raw,
+        headers,
+        3,
+    )
+    home = apply_record(rules, store.get, consumed(raw, partition=3, key=b"other"))
+    assert home.verdict == "forwarded"  # the key does not matter, the partition does
+    here = replace(rules, partition=3)
+    assert apply_record(here, store.get, consumed(raw, partition=3, key=b"x")).verdict == "applied"
+
+
+def test_emits_to_an_undeclared_topic_and_oversized_outputs_are_dead_letters() -> None:
+    shouter: Machine[dict[str, Any]] = Machine("shout", topics=["svc.ok"])
+
+    @shouter.on("send")
+    def send(config: Any, state: dict[str, Any], event: Any) -> Any:
+        return Next(state, Emit("cmd", {}, topic=event.data["to"]))
+
+    @shouter.on("grow")
+    def grow(config: Any, state: dict[str, Any], event: Any) -> dict[str, Any]:
+        return {"blob": "x" * event.data["size"]}
+
+    reg = Registry([shouter])
+    rules = Rules(reg, TOPICS, service_topics=reg.service_topics, max_record_bytes=50_000)
+    ok = apply_record(
+        rules, lambda a: None, consumed(event("send", {"to": "svc.ok"}, machine="shout"))
+    )
+    assert [o.topic for o in ok.outputs] == [TOPICS.state_changes, "svc.ok"]
+    rec = consumed(event("send", {"to": "svc.gone"}, machine="shout"))
+    _dead_letter(
+        apply_record(rules, lambda a: None, rec), rec, "output", "which no machine declares"
+    )
+    small = apply_record(
+        rules, lambda a: None, consumed(event("grow", {"size": 20_000}, machine="shout"))
+    )
+    assert small.verdict == "applied"
+    big = consumed(event("grow", {"size": 60_000}, machine="shout"))
+    _dead_letter(
+        apply_record(rules, lambda a: None, big), big, "output", "over the limit of 50,000"
+    )
+
+
+def test_a_dead_letter_keeps_the_original_headers_and_a_huge_value_stays_put() -> None:
+    headers = (("traceparent", b"00-abc-def-01"), ("x-mine", b"\x00\xff"))
+    rec = consumed(b"{not json", headers=headers)
+    letter = Store().apply(rec)
+    assert tuple(letter.outputs[0].headers[:2]) == headers
+    assert original_headers(letter.outputs[0].headers) == list(headers)
+    rules = replace(RULES, max_record_bytes=20_000)
+    huge = consumed(b"x" * 19_000, offset=9)
+    [out] = apply_record(rules, lambda a: None, huge).outputs
+    assert out.value is None
+    assert "too large to copy here" in DeadLetter.read_headers(out.headers)["garrison.reason"]
+
+
+def test_binary_content_mode_events_are_applied() -> None:
+    headers = tuple(
+        (f"ce_{k}", v.encode())
+        for k, v in {
+            "specversion": "1.0",
+            "id": "b1",
+            "source": "sdk",
+            "type": "counter.added",
+            "tenant": "acme",
+            "machine": "counter",
+            "instance": "c1",
+        }.items()
+    ) + (("content-type", b"application/json"),)
+    applied = Store().apply(consumed(b'{"amount": 5}', headers=headers))
+    assert applied.verdict == "applied"
+    assert StateChange.from_json(applied.outputs[0].value or b"").state["total"] == 5

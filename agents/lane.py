@@ -1,0 +1,493 @@
+"""One partition's lane: apply records, produce and commit them in transactions, and ride
+out whatever Kafka does meanwhile.
+
+A lane owns one events partition while this worker is assigned it. It has its own
+transactional producer (``transactional.id`` = ``<app>.dispatch.<partition>``, so a new
+owner's ``init_transactions`` fences the old one at once). Each batch is ONE transaction
+holding the state changes, emitted events, dead letters, one changelog record per
+touched key and the offset the partition is applied up to; RocksDB is written only after
+the commit. Batches are group commits: while one transaction is in flight the next is
+applied on top of it, and sent the moment the first is done.
+
+When a transaction fails, nothing of it is visible (read_committed), so the lane puts
+every record it had not committed back at the front of its input, replaces its producer
+(a new ``init_transactions`` aborts what was left open) and goes on:
+
+- Kafka itself failing (the broker down, a coordinator moving, a timeout): the producer
+  is rebuilt with backoff until the broker answers again, saying so once; nothing is
+  lost or applied twice, and the worker never exits for it.
+- Kafka refusing what one event produced (a record too large for the topic, a topic
+  that is gone or may not be written): the lane replays the failed records one per
+  transaction, and the one Kafka refuses becomes a dead letter of stage ``output`` with
+  Kafka's reason; the partition goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import errors as kafka_errors
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
+
+from agents.kafka import is_kafka_failure, is_record_refused, kafka_options, partition_of
+from agents.outbox import MAX_BATCH_BYTES, Outbox
+from pipeline.address import Address
+from pipeline.decision import Rules, apply_record, dead_letter
+from pipeline.errors import InvalidOutput
+from pipeline.seal import SEAL_KEY_BYTES
+from tables.batch import StateBatch
+from tables.keys import OFFSET_KEY, SEAL_KEY
+
+if TYPE_CHECKING:
+    from agents.dispatch import Dispatcher
+
+__all__ = ["Lane"]
+
+log = logging.getLogger(__name__)
+
+_YIELD_EVERY = 128  # records applied between yields to the event loop
+# A transaction that has not committed in this long is given up (and redone): with a
+# broker that is down, aiokafka's transactional sends never expire on their own.
+_COMMIT_TIMEOUT_S = 60.0
+
+
+class _Failed(Exception):
+    """A transaction failed; ``records`` are every record not committed, in order."""
+
+    def __init__(self, cause: BaseException, records: list[Any]) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.records = records
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A batch being applied and serialised, then waiting for its transaction."""
+
+    batch: StateBatch
+    out: Outbox
+    opened: float  # loop time of its first record
+    count: int = 0  # records taken
+    next_offset: int = -1  # the events offset to commit
+    records: list[Any] = field(default_factory=list)  # what it took, for a redo
+
+
+class Lane:
+    """The lane of ``partition`` in one group generation: :meth:`fence`, then
+    :meth:`begin`; :meth:`put` fetched records; :meth:`stop`."""
+
+    def __init__(self, dispatcher: Dispatcher, partition: int, generation: int) -> None:
+        self.d = dispatcher
+        self.partition = partition
+        self.generation = generation  # the group generation it was started in
+        self.serving = False  # its partition is sought and resumed: records may come
+        self.tp = TopicPartition(dispatcher.settings.topics.events, partition)
+        # Unbounded queue, bounded by records queued (see put): at a paced rate chunks
+        # are tiny, and a bound on chunks would stall the shared fetch loop behind one
+        # lane that is committing.
+        self.inbox: asyncio.Queue[Sequence[Any]] = asyncio.Queue()
+        self.queued = 0
+        self.spill: Sequence[Any] = ()  # records to take before the inbox (a redo, a rest)
+        self.room = asyncio.Event()
+        self.room.set()
+        self.producer: AIOKafkaProducer | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.closed = False
+        self.counts: dict[str, int] = {}  # partitions per topic; "" = the events topic
+        self.committed = -1  # the next offset after the last committed batch
+        self.resume = -1  # records before this offset are applied already
+        self.isolate_until = -1  # redo records up to here one per transaction
+        self.offsets_at = float("-inf")  # loop time the group's offsets were last sent
+        self.seal_key: bytes | None = None
+        self.rules: Rules = dispatcher.rules
+        self._waiting = False  # said once per outage that the broker is awaited
+
+    # -- life ---------------------------------------------------------------------------
+
+    async def fence(self) -> None:
+        """Initialise the lane's transactional producer: the previous owner of the
+        partition can commit nothing more (the broker finishes or aborts what it had in
+        flight first)."""
+        self.producer = await self._new_producer()
+
+    async def begin(self) -> bool:
+        """After :meth:`fence` and the store's catch-up: load where the partition is
+        applied up to, seek the consumer there and run. False if the partition moved
+        meanwhile (the lane then does nothing until it is stopped)."""
+        d = self.d
+        assert self.producer is not None
+        stored = d.state.get(self.partition, OFFSET_KEY)
+        self.committed = self.resume = -1 if stored is None else int(stored)
+        self.counts[""] = len(await self.producer.partitions_for(d.settings.topics.events))
+        self.seal_key = d.state.get(self.partition, SEAL_KEY) or await self._new_seal()
+        count = self.counts[""]
+        homes: dict[str, int] = {}
+
+        def home(address: Address) -> int:
+            # murmur2 in pure Python costs microseconds; tenants repeat, so remember them.
+            where = homes.get(address.tenant)
+            if where is None:
+                if len(homes) >= 100_000:
+                    homes.clear()
+                where = homes[address.tenant] = partition_of(address.tenant.encode(), count)
+            return where
+
+        self.rules = replace(d.rules, partition=self.partition, home=home, seal_key=self.seal_key)
+        self.task = asyncio.create_task(self._run(), name=f"dispatch:{self.partition}")
+        self.serving = True
+        if not await d.position(self.partition, self.committed, self.generation):
+            self.serving = False
+            log.info("partition %d moved while its lane started", self.partition)
+            return False
+        return True
+
+    async def stop(self) -> None:
+        """Stop: what is not committed is aborted (the next owner consumes it again)."""
+        self.closed = True
+        self.room.set()  # a fetch loop waiting to put here must not wait for ever
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        if self.producer is not None:
+            await _close(self.producer)
+
+    async def put(self, chunk: Sequence[Any]) -> None:
+        """Queue a fetched chunk; waits while 4 batches' worth are queued already."""
+        await self.room.wait()
+        if self.closed:
+            return
+        self.queued += len(chunk)
+        if self.queued >= 4 * self.d.settings.batch_size:
+            self.room.clear()
+        self.inbox.put_nowait(chunk)
+
+    async def _new_producer(self) -> AIOKafkaProducer:
+        s = self.d.settings
+
+        def waiting(state: RetryCallState) -> None:
+            if not self._waiting:
+                self._waiting = True
+                error = state.outcome.exception() if state.outcome else None
+                log.warning(
+                    "partition %d: waiting for the Kafka broker at %s (%s); retrying",
+                    self.partition,
+                    s.kafka.bootstrap,
+                    error,
+                )
+
+        retrying = AsyncRetrying(
+            wait=wait_exponential(multiplier=0.1, max=5.0),
+            retry=retry_if_exception(is_kafka_failure),
+            before_sleep=waiting,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                producer = AIOKafkaProducer(
+                    **kafka_options(s.kafka),
+                    transactional_id=f"{s.app}.dispatch.{self.partition}",
+                    enable_idempotence=True,
+                    acks="all",
+                    linger_ms=2,
+                    # The offsets of a new transaction can meet the previous one's still
+                    # being completed (CONCURRENT_TRANSACTIONS); retry soon, not in 100 ms.
+                    retry_backoff_ms=10,
+                    max_batch_size=MAX_BATCH_BYTES,
+                    max_request_size=4 * 1024 * 1024,
+                )
+                try:
+                    await producer.start()
+                except BaseException:
+                    await _close(producer)
+                    raise
+        if self._waiting:
+            self._waiting = False
+            log.warning("partition %d: the Kafka broker answers again", self.partition)
+        return producer
+
+    async def _new_seal(self) -> bytes:
+        """A new seal key for the partition's timer firings, committed before any firing
+        is sealed with it (so every later owner knows it)."""
+        key = os.urandom(SEAL_KEY_BYTES)
+        prepared = self._open(None, 0.0)
+        prepared.batch.state_writes[SEAL_KEY] = key
+        prepared.next_offset = self.committed
+        await self._commit(prepared)
+        return key
+
+    # -- the loop -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self.closed:
+            try:
+                await self._pump()
+            except _Failed as failure:
+                await self._recover(failure)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug, not bad input (that goes to the dead-letter topic) and not Kafka
+                # (that is retried): stop the worker; its restart consumes the uncommitted
+                # records again.
+                log.exception("dispatch of partition %d failed; stopping", self.partition)
+                self.d.fail()
+                return
+
+    async def _recover(self, failure: _Failed) -> None:
+        """Put back what was not committed, rebuild the producer, maybe isolate."""
+        cause = failure.cause
+        self.spill = [*failure.records, *self.spill]
+        self.resume = self.committed
+        refused = is_record_refused(cause)
+        if refused and failure.records:
+            self.isolate_until = failure.records[-1].offset
+            log.warning(
+                "partition %d: Kafka refused a batch (%s); redoing it one event per "
+                "transaction to dead-letter the event that causes it",
+                self.partition,
+                cause,
+            )
+        elif not is_kafka_failure(cause):
+            raise cause  # neither Kafka nor a record: a bug, which _run reports
+        elif isinstance(cause, kafka_errors.ProducerFenced | kafka_errors.InvalidProducerEpoch):
+            # Another process initialised this partition's transactional id: a new owner
+            # (then this worker is a zombie, and the group will take the partition from
+            # it) or, after a transaction timed out, the coordinator. Re-initialising at
+            # once would fence the new owner in turn; wait until the group has settled,
+            # by which time a zombie has learnt it lost the partition (and stopped us).
+            wait = self.d.settings.session_timeout_s + 1
+            log.warning(
+                "partition %d: fenced (%s); retrying in %.0f s unless the partition moves",
+                self.partition,
+                cause,
+                wait,
+            )
+            await asyncio.sleep(wait)
+        old, self.producer = self.producer, None
+        if old is not None:
+            # Do not wait for it: with the broker down its close would wait too.
+            asyncio.ensure_future(_close(old))
+        self.producer = await self._new_producer()
+
+    async def _pump(self) -> None:
+        # Group commit. While the lane's transaction is in flight (its round trips to
+        # the broker), what arrives meanwhile is decoded, applied and serialised into
+        # the next batch, reading through the committing batch's writes; the moment
+        # the transaction is done, that batch goes in the next one. So batches grow
+        # with load, and at a low rate an event waits for about one transaction.
+        s = self.d.settings
+        linger = s.batch_wait_ms / 1000
+        loop = asyncio.get_running_loop()
+        committing: asyncio.Task[None] | None = None  # the transaction in flight
+        sent: _Prepared | None = None  # its batch
+        current: _Prepared | None = None  # the batch being applied
+        try:
+            while not self.closed:
+                if committing is not None and committing.done():
+                    failed = committing.exception()
+                    if failed is not None:
+                        assert sent is not None
+                        extra = [] if current is None else current.records
+                        raise _Failed(failed, [*sent.records, *extra])
+                    committing = sent = None
+                    if current is not None:
+                        current.batch.parent = None  # the parent is in RocksDB now
+                size = 1 if self.isolate_until >= max(self.resume, 0) else s.batch_size
+                if current is None:
+                    chunk = await self._next()
+                    current = self._open(None if sent is None else sent.batch, loop.time())
+                elif committing is not None:
+                    if current.count >= size:  # full: no more until it is sent
+                        await asyncio.wait({committing})
+                        continue
+                    chunk = await self._next(until=committing)
+                elif current.count < size and (left := current.opened + linger - loop.time()) > 0:
+                    chunk = await self._next(timeout=left)
+                else:
+                    sent, current = current, None
+                    committing = asyncio.create_task(self._commit(sent))
+                    if size == 1:  # isolating: one transaction at a time
+                        await asyncio.wait({committing})
+                    continue
+                if chunk is not None:  # None: the transaction finished or the linger passed
+                    room = size - current.count
+                    if len(chunk) > room:
+                        chunk, self.spill = chunk[:room], chunk[room:]
+                    await self._prepare(current, chunk)
+                    if current.count == 0:
+                        current = None  # only records applied before: nothing to send
+        finally:
+            if committing is not None and not committing.done():
+                committing.cancel()
+                await asyncio.gather(committing, return_exceptions=True)
+
+    async def _next(
+        self, *, until: asyncio.Task[None] | None = None, timeout: float | None = None
+    ) -> Sequence[Any] | None:
+        """The next fetched chunk; None if ``until`` finishes or ``timeout`` passes first.
+        (A cancelled ``Queue.get`` leaves its item in the queue: nothing is lost.)"""
+        if self.spill:
+            chunk, self.spill = self.spill, ()
+            return chunk
+        if not self.inbox.empty():
+            return self._took(self.inbox.get_nowait())
+        if until is None and timeout is None:
+            return self._took(await self.inbox.get())
+        getter = asyncio.ensure_future(self.inbox.get())
+        try:
+            waits: set[asyncio.Future[Any]] = {getter} if until is None else {getter, until}
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            return self._took(getter.result()) if getter.done() else None
+        finally:
+            if not getter.done():
+                getter.cancel()
+
+    def _took(self, chunk: Sequence[Any]) -> Sequence[Any]:
+        self.queued -= len(chunk)
+        if self.queued < 4 * self.d.settings.batch_size:
+            self.room.set()
+        return chunk
+
+    def _open(self, parent: StateBatch | None, now: float) -> _Prepared:
+        """A new, empty batch reading through ``parent`` (the batch still committing)."""
+        d, producer = self.d, self.producer
+        assert producer is not None
+        return _Prepared(
+            StateBatch(d.state, d.timers, self.partition, parent),
+            Outbox(producer, self.partition, self.counts),
+            opened=now,
+        )
+
+    async def _prepare(self, prepared: _Prepared, records: Sequence[Any]) -> None:
+        """Apply ``records`` to the batch's state and queue every output record (the
+        decisions are ``pipeline.decision``'s); sends nothing."""
+        d = self.d
+        batch, out, stats, rules = prepared.batch, prepared.out, d.stats, self.rules
+        load, store, add = batch.load, batch.store, out.add
+        resume = self.resume
+        taken = 0
+        for i, rec in enumerate(records):
+            if rec.offset < resume:
+                stats.replayed += 1  # applied already (committed, or in a batch in flight)
+                continue
+            if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+                # Let the other lanes' broker responses in: a long stretch of pure CPU
+                # here would delay every commit waiting on the loop.
+                await asyncio.sleep(0)
+            applied = apply_record(rules, load, rec)
+            stats.count(applied.verdict)
+            if applied.outcome is not None:
+                assert applied.address is not None
+                store(applied.address, applied.outcome, applied.stored)
+            for o in applied.outputs:
+                add(o.topic, o.key, o.value, o.headers, partition=o.partition)
+            prepared.records.append(rec)
+            taken += 1
+        if not taken:
+            return
+        prepared.count += taken
+        prepared.next_offset = prepared.records[-1].offset + 1
+        # The consumer can hand over records again within one assignment (its position
+        # reset to the group's offset, after recovery): never apply an offset twice.
+        self.resume = max(resume, prepared.next_offset)
+
+    async def _commit(self, prepared: _Prepared) -> None:
+        """Produce a prepared batch and its offsets in one transaction, then write the
+        local store. Raises if Kafka did not commit it."""
+        if len(prepared.records) == 1 and self.isolate_until >= prepared.records[0].offset:
+            try:
+                await self._transact(prepared)
+            except Exception as exc:  # noqa: BLE001 - classified just below
+                if not is_record_refused(exc):
+                    raise
+                rec = prepared.records[0]
+                log.warning(
+                    "partition %d offset %d: Kafka refused its output: %s",
+                    self.partition,
+                    rec.offset,
+                    exc,
+                )
+                await self._replace_producer()
+                await self._transact(self._refused(rec, exc))
+        else:
+            await self._transact(prepared)
+
+    def _refused(self, rec: Any, exc: BaseException) -> _Prepared:
+        """A batch holding only the dead letter of ``rec``, whose output Kafka refused."""
+        letter = dead_letter(
+            self.rules,
+            rec,
+            InvalidOutput(
+                f"Kafka refused what applying this event produces "
+                f"({type(exc).__name__}: {exc}); the event is not applied"
+            ),
+        )
+        prepared = self._open(None, 0.0)
+        for o in letter.outputs:
+            prepared.out.add(o.topic, o.key, o.value, o.headers, partition=o.partition)
+        prepared.records.append(rec)
+        prepared.count, prepared.next_offset = 1, rec.offset + 1
+        self.d.stats.count("rejected")
+        return prepared
+
+    async def _replace_producer(self) -> None:
+        old, self.producer = self.producer, None
+        if old is not None:
+            asyncio.ensure_future(_close(old))
+        self.producer = await self._new_producer()
+
+    async def _transact(self, prepared: _Prepared) -> None:
+        d, out = self.d, prepared.out
+        producer = out.producer  # the one the batch was built for (replaced ones are not)
+        next_offset = max(prepared.next_offset, self.committed)
+        prepared.batch.applied_up_to(next_offset)
+        for key, value in prepared.batch.state_writes.items():
+            out.add(d.state.changelog_topic, key, value, partition=self.partition)
+        for key, value in prepared.batch.timer_writes.items():
+            out.add(d.timers.changelog_topic, key, value, partition=self.partition)
+        async with asyncio.timeout(_COMMIT_TIMEOUT_S):
+            # Not `async with producer.transaction()`: its abort on the way out can wait
+            # for ever on a broker that is gone. A failed producer is replaced instead,
+            # and the new one's init_transactions aborts what this one left open.
+            await producer.begin_transaction()
+            # The offset applied up to is in the state changelog (applied_up_to), in
+            # this transaction. The consumer group's offset, two more round trips per
+            # transaction, follows at most every offset_commit_interval_ms: it bounds
+            # what a new owner reads again (and skips), and is what lag monitors see.
+            offsets = None
+            now = asyncio.get_running_loop().time()
+            if now - self.offsets_at >= d.settings.offset_commit_interval_ms / 1000:
+                self.offsets_at = now
+                offsets = asyncio.ensure_future(
+                    producer.send_offsets_to_transaction({self.tp: next_offset}, d.group_id)
+                )
+            try:
+                written = await out.flush()
+            finally:
+                if offsets is not None:
+                    await asyncio.gather(offsets, return_exceptions=True)
+            if offsets is not None:
+                offsets.result()
+            await producer.commit_transaction()
+        prepared.batch.apply_locally()
+        self.committed = next_offset
+        # Tell Faust's recovery how far the local store has the changelog, so a restart
+        # replays only what came after.
+        for store in (d.state, d.timers):
+            last = written.get((store.changelog_topic, self.partition))
+            if last is not None:
+                store.set_changelog_offset(self.partition, last)
+        d.stats.batches += 1
+
+
+async def _close(producer: AIOKafkaProducer) -> None:
+    """Stop a producer within seconds, whatever state the broker is in."""
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await asyncio.wait_for(producer.stop(), 5.0)
