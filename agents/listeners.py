@@ -1,25 +1,29 @@
 """The listener runner: ``garrison listen APP``.
 
-A consumer group on ``<app>.state-changes`` (read_committed). Each listener has its own
-queue and task, so a listener that is failing and backing off never holds the others
-back. Offsets are committed only up to the first change some listener has not finished
-(at-least-once: a crash re-runs unfinished side effects, never skips one). A listener
-that still fails after its retries sends the change to ``<app>.dlq``.
+Each listener reads ``<app>.state-changes`` (read_committed) in a consumer group of its
+own (``<app>.listeners.<name>``), so each goes at its own pace: one that is failing
+and backing off, or slow, holds back nobody else, and nothing has to be buffered for
+it. A listener handles its changes in order and commits a partition's offset only past
+changes it finished (at-least-once: a crash re-runs unfinished side effects, never
+skips one). A change that still fails after its retries goes to ``<app>.dlq``, naming
+the listener. A new listener's group starts from the oldest change kept unless it is
+declared with ``start="latest"``.
 
 Events a listener sends get ids derived from the change and the listener, so when a
 crash makes a listener run again, the machine sees the same ids and skips them.
+``ctx.config`` is the config of the machine version that made the change.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agents.kafka import kafka_options
 from pipeline.deadletter import DeadLetter
@@ -46,127 +50,110 @@ class ListenerStats:
     sent: int = 0
 
 
-@dataclass
-class _Pending:
-    offset: int
-    left: int
-
-
-class _Job:
-    __slots__ = ("tp", "offset", "raw", "change")
-
-    def __init__(self, tp: TopicPartition, offset: int, raw: Any, change: StateChange) -> None:
-        self.tp, self.offset, self.raw, self.change = tp, offset, raw, change
-
-
 class ListenerRunner:
     """Runs a registry's listeners over the state-change stream until stopped."""
 
     def __init__(
-        self,
-        settings: Settings,
-        registry: Registry,
-        *,
-        group_id: str | None = None,
-        max_queue: int = 1000,
+        self, settings: Settings, registry: Registry, *, group_id: str | None = None
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.group_id = group_id or f"{settings.app}.listeners"
         self.stats = ListenerStats()
-        self._queues = {lst.name: asyncio.Queue[_Job](max_queue) for lst in registry.listeners}
-        self._pending: dict[TopicPartition, deque[_Pending]] = {}
-        self._by_offset: dict[tuple[TopicPartition, int], _Pending] = {}
         self._stop = asyncio.Event()
-        self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        self.ready = asyncio.Event()  # every listener's consumer has joined its group
+        self._joined = 0
+
+    def group_of(self, listener: Listener) -> str:
+        """The consumer group of ``listener``."""
+        return f"{self.group_id}.{listener.name}"
 
     async def run(self) -> None:
-        """Consume and dispatch until :meth:`stop`."""
+        """Consume and run listeners until :meth:`stop`; commits what finished."""
         opts = kafka_options(self.settings.kafka)
         self._producer = AIOKafkaProducer(**opts, enable_idempotence=True, linger_ms=5)
-        self._consumer = AIOKafkaConsumer(
-            **opts,
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-        )
         await self._producer.start()
-        self._consumer.subscribe(
-            [self.settings.topics.state_changes], listener=_CommitOnRevoke(self)
-        )
-        await self._consumer.start()
-        workers = [
-            asyncio.create_task(self._work(lst), name=f"listener:{lst.name}")
-            for lst in self.registry.listeners
-        ]
         try:
-            while not self._stop.is_set():
-                batch = await self._consumer.getmany(timeout_ms=200, max_records=500)
-                for tp, records in batch.items():
-                    for rec in records:
-                        await self._dispatch(tp, rec)
-                await self.commit()
+            if not self.registry.listeners:
+                self.ready.set()
+            tasks = [
+                asyncio.create_task(self._serve(lst), name=f"listener:{lst.name}")
+                for lst in self.registry.listeners
+            ]
+            stopped = asyncio.create_task(self._stop.wait())
+            await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                if task.done() and task.exception() is not None:
+                    log.error("listener task %s failed", task.get_name(), exc_info=task.exception())
+            self._stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            stopped.cancel()
         finally:
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            await self.commit()
-            await self._consumer.stop()
             await self._producer.stop()
 
     def stop(self) -> None:
-        """Ask :meth:`run` to return after the current batch."""
+        """Ask :meth:`run` to return once each listener finished its current change."""
         self._stop.set()
 
-    async def _dispatch(self, tp: TopicPartition, rec: Any) -> None:
+    async def _serve(self, lst: Listener) -> None:
+        consumer = AIOKafkaConsumer(
+            self.settings.topics.state_changes,
+            **kafka_options(self.settings.kafka),
+            group_id=self.group_of(lst),
+            enable_auto_commit=False,
+            auto_offset_reset=lst.start,
+            isolation_level="read_committed",
+        )
+        await consumer.start()
+        try:
+            while not consumer.assignment() and not self._stop.is_set():
+                await asyncio.sleep(0.05)  # joining the group
+            self._joined += 1
+            if self._joined == len(self.registry.listeners):
+                self.ready.set()
+            while not self._stop.is_set():
+                batch = await consumer.getmany(timeout_ms=200, max_records=100)
+                for tp, records in batch.items():
+                    done = None
+                    for rec in records:
+                        if self._stop.is_set():
+                            break
+                        await self._handle(lst, tp, rec)
+                        done = rec.offset
+                    if done is not None:
+                        await _commit(consumer, {tp: done + 1})
+                    if self._stop.is_set():
+                        break
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.stop(), 10)
+
+    async def _handle(self, lst: Listener, tp: TopicPartition, rec: Any) -> None:
         try:
             change = StateChange.from_json(rec.value)
         except Exception as exc:  # noqa: BLE001 - a foreign record on our topic
-            await self._dead(tp, rec, "listener", f"not a state change: {exc}", error=exc)
-            self._track(tp, rec.offset, 0)
+            await self._dead(tp, rec, f"not a state change: {exc}", lst.name, exc)
             return
         self.stats.changes += 1
-        matched = []
-        for lst in self.registry.listeners:
-            try:
-                if lst.matches(change):
-                    matched.append(lst)
-            except Exception as exc:  # noqa: BLE001 - a user predicate raised
-                await self._dead(
-                    tp,
-                    rec,
-                    "listener",
-                    f"condition of {lst.name!r} raised {type(exc).__name__}: {exc}",
-                    lst.name,
-                    exc,
-                )
-        self._track(tp, rec.offset, len(matched))
-        job = _Job(tp, rec.offset, rec, change)
-        for lst in matched:
-            await self._queues[lst.name].put(job)
+        try:
+            if not lst.matches(change):
+                return
+        except Exception as exc:  # noqa: BLE001 - a user predicate raised
+            await self._dead(
+                tp,
+                rec,
+                f"condition of {lst.name!r} raised {type(exc).__name__}: {exc}",
+                lst.name,
+                exc,
+            )
+            return
+        await self._run_one(lst, tp, rec, change)
 
-    def _track(self, tp: TopicPartition, offset: int, left: int) -> None:
-        entry = _Pending(offset, left)
-        self._pending.setdefault(tp, deque()).append(entry)
-        if left:
-            self._by_offset[(tp, offset)] = entry
-
-    async def _work(self, lst: Listener) -> None:
-        queue = self._queues[lst.name]
-        while True:
-            job = await queue.get()
-            await self._run_one(lst, job)
-            entry = self._by_offset.get((job.tp, job.offset))
-            if entry is not None:
-                entry.left -= 1
-                if entry.left == 0:
-                    del self._by_offset[(job.tp, job.offset)]
-
-    async def _run_one(self, lst: Listener, job: _Job) -> None:
-        change = job.change
-        config = self._config(change.machine)
+    async def _run_one(
+        self, lst: Listener, tp: TopicPartition, rec: Any, change: StateChange
+    ) -> None:
+        config = self._config(change)
         counter = iter(range(1_000_000))  # ids of this run's sends; reset per attempt
 
         async def send(
@@ -206,32 +193,33 @@ class ListenerRunner:
                 if attempt < lst.retries:
                     await asyncio.sleep(lst.backoff_s * (2**attempt))
         await self._dead(
-            job.tp,
-            job.raw,
-            "listener",
+            tp,
+            rec,
             f"listener {lst.name!r} failed {lst.retries + 1} times; last: "
             f"{type(error).__name__}: {error}",
             lst.name,
             error,
         )
 
-    def _config(self, machine: str) -> Any:
-        found = self.registry.machines.get(machine)
+    def _config(self, change: StateChange) -> Any:
+        """The config of the machine version that made the change (else the latest's)."""
+        found = self.registry.versions(change.machine).get(change.version)
+        if found is None:
+            found = self.registry.machines.get(change.machine)
         return getattr(found, "config", None)
 
     async def _dead(
         self,
         tp: TopicPartition,
         rec: Any,
-        stage: str,
         reason: str,
-        listener: str | None = None,
-        error: BaseException | None = None,
+        listener: str,
+        error: BaseException | None,
     ) -> None:
         letter = DeadLetter(
             rec.key,
             rec.value,
-            stage,
+            "listener",
             reason,
             "ListenerFailed" if error is None else type(error).__name__,
             tp.topic,
@@ -246,36 +234,11 @@ class ListenerRunner:
             self.settings.topics.dlq, letter.value, key=letter.key, headers=letter.headers()
         )
         self.stats.dead_letters += 1
-        log.warning("dead letter from %s: %s", stage, reason)
-
-    async def commit(self, only: set[TopicPartition] | None = None) -> None:
-        """Commit, per partition, up to the first change not finished by all listeners."""
-        if self._consumer is None:
-            return
-        offsets: dict[TopicPartition, int] = {}
-        for tp, queue in self._pending.items():
-            if only is not None and tp not in only:
-                continue
-            last = None
-            while queue and queue[0].left == 0:
-                last = queue.popleft().offset
-            if last is not None:
-                offsets[tp] = last + 1
-        if offsets:
-            await self._consumer.commit(offsets)
+        log.warning("dead letter from listener %s: %s", listener, reason)
 
 
-class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, runner: ListenerRunner) -> None:
-        self.runner = runner
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        try:
-            await self.runner.commit(set(revoked))
-        except Exception as exc:  # noqa: BLE001 - the new owner re-runs unfinished work
-            log.warning("commit on revoke failed: %s", exc)
-        for tp in revoked:
-            self.runner._pending.pop(tp, None)  # noqa: SLF001 - own helper
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        return None
+async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+    try:
+        await consumer.commit(offsets)
+    except Exception as exc:  # noqa: BLE001 - a rebalance: the new owner re-runs the rest
+        log.warning("listener commit failed (%s); the change may run again", exc)

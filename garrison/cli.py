@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import signal
 import sys
 import time
 import urllib.error
@@ -119,7 +120,16 @@ def listen(app: str) -> int:
     from agents.listeners import ListenerRunner
 
     runner = ListenerRunner(Settings(), load_registry(app))
-    asyncio.run(runner.run())
+
+    async def go() -> None:
+        # SIGTERM (docker stop, a rolling deploy) and SIGINT stop it cleanly: each
+        # listener finishes its change and commits what it finished.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, runner.stop)
+        await runner.run()
+
+    asyncio.run(go())
     return 0
 
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-from pipeline.errors import InvalidDefinition
+from pipeline.address import check_id
+from pipeline.errors import InvalidAddress, InvalidDefinition
 from pipeline.outcome import StateChange
 
 __all__ = ["Listener", "ListenerContext", "ListenerFn", "Predicate", "Sender"]
@@ -54,6 +55,7 @@ class Listener:
     when: Predicate | None
     retries: int
     backoff_s: float
+    start: Literal["earliest", "latest"] = "earliest"
 
     @classmethod
     def build(
@@ -66,11 +68,20 @@ class Listener:
         when: Predicate | None,
         retries: int,
         backoff_s: float,
+        start: Literal["earliest", "latest"] = "earliest",
     ) -> Listener:
         """Validate a definition; raises :class:`InvalidDefinition` on mistakes."""
         label = name or getattr(fn, "__name__", None)
         if not label:
             raise InvalidDefinition("listener has no name; pass name=")
+        try:
+            check_id("listener", label)  # it names the listener's consumer group
+        except InvalidAddress as exc:
+            raise InvalidDefinition(f"{exc}; pass name=") from None
+        if start not in ("earliest", "latest"):
+            raise InvalidDefinition(
+                f"listener {label!r}: start must be 'earliest' or 'latest', got {start!r}"
+            )
         try:
             params = inspect.signature(fn).parameters
         except (TypeError, ValueError):
@@ -82,7 +93,7 @@ class Listener:
         if retries < 0 or backoff_s < 0:
             raise InvalidDefinition(f"listener {label!r}: retries and backoff_s must be >= 0")
         events = frozenset([on] if isinstance(on, str) else on) if on is not None else None
-        return cls(label, fn, machine, events, when, retries, backoff_s)
+        return cls(label, fn, machine, events, when, retries, backoff_s, start)
 
     def matches(self, change: StateChange) -> bool:
         """Whether this listener's conditions hold for ``change``."""

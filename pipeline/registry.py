@@ -12,7 +12,7 @@ A user's module builds one and garrison's entry points find it::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 from pipeline.behaviour import Behaviour
 from pipeline.errors import InvalidDefinition, UnknownMachine
@@ -108,6 +108,7 @@ class Registry:
         when: Predicate | None = None,
         retries: int = 3,
         backoff_s: float = 0.2,
+        start: Literal["earliest", "latest"] = "earliest",
     ) -> L: ...
 
     @overload
@@ -122,6 +123,7 @@ class Registry:
         when: Predicate | None = None,
         retries: int = 3,
         backoff_s: float = 0.2,
+        start: Literal["earliest", "latest"] = "earliest",
     ) -> Callable[[L], L]: ...
 
     def listener(
@@ -135,9 +137,11 @@ class Registry:
         when: Predicate | None = None,
         retries: int = 3,
         backoff_s: float = 0.2,
+        start: Literal["earliest", "latest"] = "earliest",
     ) -> Any:
         """Register a listener on state changes, bare (``@registry.listener``) or with
-        conditions (``@registry.listener(machine="order", when=...)``)."""
+        conditions (``@registry.listener(machine="order", when=...)``). ``start`` is
+        where a new listener begins: the oldest change kept, or only changes from now."""
 
         def register(f: ListenerFn) -> ListenerFn:
             listener = Listener.build(
@@ -148,6 +152,7 @@ class Registry:
                 when=when,
                 retries=retries,
                 backoff_s=backoff_s,
+                start=start,
             )
             if any(existing.name == listener.name for existing in self.listeners):
                 raise InvalidDefinition(

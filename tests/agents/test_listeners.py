@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -137,3 +142,106 @@ async def test_listener_send_uses_ids_derived_from_the_change(
     )
     assert b'"id":"e1/echo/0"' in sent[0].value  # a re-run would send the same id
     assert sent[0].key == b"acme"
+
+
+async def test_a_backing_off_listener_holds_back_no_other(
+    kafka_bootstrap: str, unique: Callable[[str], str], tmp_path: Path, topic_factory: TopicFactory
+) -> None:
+    env = settings_env(kafka_bootstrap, unique("ind"), tmp_path)
+    settings = settings_from(env)
+    for name in (settings.topics.state_changes, settings.topics.dlq):
+        await topic_factory(name=name, partitions=2)
+    fast: list[int] = []
+    registry = Registry([counter_machine()])
+
+    @registry.listener(retries=1, backoff_s=30)
+    def stuck(change: StateChange, ctx: Any) -> None:
+        raise ConnectionError("down for a while")
+
+    @registry.listener
+    def quick(change: StateChange, ctx: Any) -> None:
+        fast.append(change.seq)
+
+    await _publish(
+        kafka_bootstrap,
+        settings.topics.state_changes,
+        [_change(i, f"c{i % 5}", i) for i in range(1, 2001)],
+    )
+    runner = ListenerRunner(settings, registry, group_id=unique("g"))
+    # 2,000 changes, while the other listener sleeps 30 s on its first: the old runner
+    # (one queue of 1,000 per listener, fed by one consumer) stopped feeding everyone.
+    await _run_until(runner, lambda: len(fast) == 2000, timeout_s=25)
+    assert sorted(fast) == list(range(1, 2001))
+    assert runner.stats.runs.get("stuck", 0) == 0
+
+
+async def test_ctx_config_is_the_config_of_the_changes_version(
+    kafka_bootstrap: str, unique: Callable[[str], str], tmp_path: Path, topic_factory: TopicFactory
+) -> None:
+    env = settings_env(kafka_bootstrap, unique("cfg"), tmp_path)
+    settings = settings_from(env)
+    for name in (settings.topics.state_changes, settings.topics.dlq):
+        await topic_factory(name=name, partitions=1)
+    v1, v2 = counter_machine(version=1), counter_machine(version=2)
+    v1.config, v2.config = {"support": "old@x"}, {"support": "new@x"}
+    registry = Registry([v1, v2])
+    seen: list[tuple[int, str]] = []
+
+    @registry.listener
+    def who(change: StateChange, ctx: Any) -> None:
+        seen.append((change.version, ctx.config["support"]))
+
+    changes = [_change(1, "a", 1)._replace(version=1), _change(2, "b", 1)._replace(version=2)]
+    await _publish(kafka_bootstrap, settings.topics.state_changes, changes)
+    runner = ListenerRunner(settings, registry, group_id=unique("g"))
+    await _run_until(runner, lambda: len(seen) == 2)
+    assert sorted(seen) == [(1, "old@x"), (2, "new@x")]
+
+
+async def test_garrison_listen_stops_on_sigterm_and_keeps_its_progress(
+    kafka_bootstrap: str, unique: Callable[[str], str], tmp_path: Path, topic_factory: TopicFactory
+) -> None:
+    env = settings_env(kafka_bootstrap, unique("sig"), tmp_path)
+    settings = settings_from(env)
+    for name in (settings.topics.state_changes, settings.topics.dlq, settings.topics.events):
+        await topic_factory(name=name, partitions=1)
+    await _publish(
+        kafka_bootstrap, settings.topics.state_changes, [_change(i, "c1", i) for i in range(1, 6)]
+    )
+
+    def listen() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "garrison", "listen", "tests.listen_app"],
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    proc = listen()
+    try:
+        echoed = await read_topic(
+            kafka_bootstrap, settings.topics.events, until=lambda rs: len(rs) >= 5, timeout_s=40
+        )
+        assert len(echoed) == 5
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, proc.stderr.read().decode() if proc.stderr else ""
+    # Its offsets were committed: a new run only handles the new change.
+    await _publish(kafka_bootstrap, settings.topics.state_changes, [_change(6, "c1", 6)])
+    again = listen()
+    try:
+        echoed = await read_topic(
+            kafka_bootstrap, settings.topics.events, until=lambda rs: len(rs) >= 6, timeout_s=40
+        )
+        await asyncio.sleep(2)
+        later = await read_topic(
+            kafka_bootstrap, settings.topics.events, until=lambda rs: len(rs) >= 6, timeout_s=10
+        )
+    finally:
+        again.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(again.wait, 20)
+    ids = [orjson.loads(r.value)["id"] for r in later]
+    assert ids == [f"e{i}/echo/0" for i in range(1, 7)], ids
