@@ -100,12 +100,15 @@ class _Recovery(Recovery):
         for (topic, partition), offset in found.items():
             destination[TP(topic, partition)] = offset
         if destination is self.active_highwaters:
-            await _restore(app, options, found)
+            # Empty changelogs too: a local store with data for one is ahead of it.
+            ends = {(tp.topic, tp.partition): -1 for tp in tps}
+            ends.update(found)
+            await _restore(app, options, ends)
             # Faust read the persisted offsets before this restore; without the update
-            # it would seek back and replay everything again, one record at a time.
-            for (topic, partition), offset in found.items():
-                if offset >= 0:
-                    self.active_offsets[TP(topic, partition)] = offset
+            # it would seek back and replay everything again, one record at a time (or
+            # find a rebuilt store "ahead" of its changelog and stop).
+            for (topic, partition), offset in ends.items():
+                self.active_offsets[TP(topic, partition)] = offset
 
     async def on_recovery_completed(self, generation_id: int = 0) -> None:
         await super().on_recovery_completed(generation_id)

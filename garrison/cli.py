@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import click
+from aiokafka.errors import KafkaError
 
 from garrison import __version__
 from garrison.local_kafka import LocalKafka
 from pipeline.errors import GarrisonError
 from pipeline.registry import Registry
-from pipeline.settings import Settings
+from pipeline.settings import Settings, load_settings
 
 __all__ = ["cli", "load_registry", "main"]
 
@@ -111,7 +112,7 @@ def kafka(action: str, port: int | None, state_dir: Path | None, heap_mb: int, p
 def worker(app: str) -> int:
     from agents.worker import run_worker
 
-    return run_worker(Settings(), load_registry(app))
+    return run_worker(load_settings(), load_registry(app))
 
 
 @cli.command(help="Run APP's listeners on the state-change topic.")
@@ -119,9 +120,13 @@ def worker(app: str) -> int:
 def listen(app: str) -> int:
     from agents.listeners import ListenerRunner
 
-    runner = ListenerRunner(Settings(), load_registry(app))
+    settings = load_settings()
+    runner = ListenerRunner(settings, load_registry(app))
 
     async def go() -> None:
+        from agents.topics import require_topics
+
+        await require_topics(settings, [settings.topics.state_changes, settings.topics.events])
         # SIGTERM (docker stop, a rolling deploy) and SIGINT stop it cleanly: each
         # listener finishes its change and commits what it finished.
         loop = asyncio.get_running_loop()
@@ -151,7 +156,7 @@ def send(
         raise GarrisonError(f"--data is not JSON: {exc}") from None
 
     async def go() -> str:
-        async with Client(Settings(), source="garrison.cli") as client:
+        async with Client(load_settings(), source="garrison.cli", connect_timeout_s=5) as client:
             return await client.send(tenant, machine, instance, type, payload, id=event_id)
 
     click.echo(asyncio.run(go()))
@@ -166,10 +171,12 @@ def tail(tenant: str | None, machine: str | None, from_start: bool) -> int:
     from aiokafka import AIOKafkaConsumer
 
     from agents.kafka import kafka_options
+    from agents.topics import require_topics
 
-    settings = Settings()
+    settings = load_settings()
 
     async def go() -> None:
+        await require_topics(settings, [settings.topics.state_changes], wait_s=5)
         consumer = AIOKafkaConsumer(
             settings.topics.state_changes,
             **kafka_options(settings.kafka),
@@ -238,7 +245,7 @@ def state(
     path = "/state/" + "/".join(
         urllib.parse.quote(part, safe="") for part in (tenant, machine, instance)
     )
-    status, body = get_json(worker_url(Settings(), host, port, path), token)
+    status, body = get_json(worker_url(load_settings(), host, port, path), token)
     if status == 200:
         click.echo(json.dumps(body, indent=2))
         return 0
@@ -279,6 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except GarrisonError as exc:
         click.echo(f"garrison: {exc}", err=True)
+        return 2
+    except KafkaError as exc:  # Kafka failed in a way the command could not handle
+        click.echo(f"garrison: Kafka: {type(exc).__name__}: {exc}", err=True)
         return 2
     except click.exceptions.Abort:
         return 130

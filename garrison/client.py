@@ -24,6 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from agents.kafka import kafka_options
+from agents.topics import require_topics
 from pipeline.envelope import Event, encode_event, new_event
 from pipeline.errors import InvalidEvent
 from pipeline.settings import Settings
@@ -64,13 +65,23 @@ def make_event(
 class Client:
     """Sends events to ``<app>.events``, keyed by tenant; idempotent producer."""
 
-    def __init__(self, settings: Settings, *, source: str = "garrison.client") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        source: str = "garrison.client",
+        connect_timeout_s: float | None = None,
+    ) -> None:
         self._settings = settings
         self._source = source
+        self._wait_s = connect_timeout_s
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
-        """Connect the producer."""
+        """Connect the producer, once the broker answers and the app's events topic
+        exists (else :class:`~agents.topics.KafkaUnreachable` or
+        :class:`~agents.topics.MissingTopics`, saying what to fix)."""
+        await require_topics(self._settings, [self._settings.topics.events], wait_s=self._wait_s)
         self._producer = AIOKafkaProducer(
             **kafka_options(self._settings.kafka), enable_idempotence=True, linger_ms=5
         )

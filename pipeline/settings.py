@@ -10,10 +10,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["KafkaSettings", "RocksDBSettings", "Settings", "Topics", "WebSettings"]
+from pipeline.errors import GarrisonError
+
+__all__ = [
+    "InvalidSettings",
+    "KafkaSettings",
+    "RocksDBSettings",
+    "Settings",
+    "Topics",
+    "WebSettings",
+    "load_settings",
+]
+
+
+class InvalidSettings(GarrisonError):
+    """A ``GARRISON_*`` environment variable holds a value garrison cannot use; the
+    message names the variable and what is wrong."""
 
 
 class KafkaSettings(BaseModel):
@@ -27,6 +42,13 @@ class KafkaSettings(BaseModel):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     partitions: int = Field(default=8, ge=1, description="partitions of every garrison topic")
+    connect_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="how long a process starting waits for the broker (and its app's "
+        "topics) before it says what is wrong and exits; a running worker waits for "
+        "a broker that goes away as long as it takes",
+    )
     replication_factor: int = Field(default=1, ge=1)
 
 
@@ -166,3 +188,19 @@ class Settings(BaseSettings):
     def topics(self) -> Topics:
         """Topic names of this app."""
         return Topics.of(self.app)
+
+
+def load_settings() -> Settings:
+    """The settings from the environment, as an entry point reads them once; raises
+    :class:`InvalidSettings` naming each variable that is wrong."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors()[:5]:
+            loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
+            name = "GARRISON_" + "_".join(loc).upper()
+            given = err.get("input")
+            shown = "" if isinstance(given, dict) else f" (got {given!r})"
+            problems.append(f"{name}: {err['msg']}{shown}")
+        raise InvalidSettings("; ".join(problems)) from None
