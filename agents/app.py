@@ -22,6 +22,7 @@ from agents.api import add_api, faust_web_options
 from agents.consumer import Transport, position_of
 from agents.dispatch import Dispatcher
 from agents.recovery import TableManagerWithBulkRecovery, catch_up
+from agents.standby import StandbyTailer
 from pipeline.registry import Registry
 from pipeline.seal import SEAL_HEADER, seal
 from pipeline.settings import Settings
@@ -41,6 +42,7 @@ class GarrisonApp(faust.App):
     dispatcher: Dispatcher
     state_store: PartitionStore
     timer_store: PartitionStore
+    standby: StandbyTailer
 
     _starting: asyncio.Task[None] | None = None
 
@@ -79,6 +81,7 @@ class GarrisonApp(faust.App):
     async def on_stop(self) -> None:
         if self._starting is not None:
             self._starting.cancel()
+        await self.standby.stop()
         await self.dispatcher.stop()
         await super().on_stop()
 
@@ -95,11 +98,14 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
         topic_partitions=partitions,
         topic_replication_factor=settings.kafka.replication_factor,
         topic_allow_declare=True,
-        table_standby_replicas=0,
+        table_standby_replicas=settings.standby_replicas,
+        # Static membership: a restarted worker takes its partitions back at once.
+        consumer_group_instance_id=f"{settings.app}.{settings.member_id}",
         consumer_auto_offset_reset="earliest",
         broker_max_poll_records=settings.batch_size,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 4),
+        broker_rebalance_timeout=60.0,
         producer_acks=-1,
         **faust_web_options(settings.web),
         stream_wait_empty=False,
@@ -141,11 +147,13 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
         seek_and_resume = position_of(app)
         return bool(await seek_and_resume(partition, offset, generation))
 
+    app.standby = StandbyTailer(app)
     app.dispatcher.catch_up = _catch_up
     app.dispatcher.position = _position
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # Faust's signal typing
     async def _revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
+        app.standby.stop_soon()
         await app.dispatcher.revoke({tp.partition for tp in revoked if tp.topic == topics.events})
 
     events = app.topic(

@@ -24,10 +24,13 @@ load). Now, on every assignment:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.protocol.group import LeaveGroupRequest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 if TYPE_CHECKING:
@@ -35,18 +38,48 @@ if TYPE_CHECKING:
 
 __all__ = ["Transport", "position_of"]
 
+log = logging.getLogger(__name__)
+
 
 class _Listener(faust_aiokafka.ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
         assigned = list(assigned)
         app = cast("GarrisonApp", self._thread.app)
         events = app.settings.topics.events
-        held = [tp for tp in assigned if tp.topic == events]
+        consumer = self._thread._ensure_consumer()  # noqa: SLF001 - Faust's own helper
+        standbys = {(tp.topic, tp.partition) for tp in app.assignor.assigned_standbys()}
+        held = [tp for tp in assigned if tp.topic == events or (tp.topic, tp.partition) in standbys]
         if held:
             # aiokafka's own pause: its fetcher neither fetches these nor hands out what
-            # it holds for them, and their positions stay where they are.
-            self._thread._ensure_consumer().pause(*held)  # noqa: SLF001 - Faust's own helper
+            # it holds for them, and their positions stay where they are. The events
+            # partitions wait for their lanes to seek them; standby changelogs are tailed
+            # by agents.standby, in bulk, instead of Faust's per-record path.
+            consumer.pause(*held)
+        _leave_when_closed(consumer._coordinator)  # noqa: SLF001
         await super().on_partitions_assigned(assigned)
+
+
+def _leave_when_closed(coordinator: Any) -> None:
+    """Make a static member leave the group when its consumer closes (SIGTERM), so its
+    partitions move at once instead of after the session timeout. aiokafka skips the
+    LeaveGroup for static members (a restart should get its partitions back without
+    a rebalance, which a crash and restart within the session timeout still does)."""
+    if getattr(coordinator, "_garrison_leaves", False):
+        return
+    stay = coordinator._maybe_leave_group  # noqa: SLF001
+
+    async def leave() -> None:
+        if coordinator.generation > 0 and coordinator._group_instance_id is not None:  # noqa: SLF001
+            try:
+                await coordinator._send_req(  # noqa: SLF001
+                    LeaveGroupRequest(coordinator.group_id, coordinator.member_id)
+                )
+            except KafkaError as err:
+                log.warning("leaving the group failed (%s); the session timeout applies", err)
+        await stay()
+
+    coordinator._maybe_leave_group = leave  # noqa: SLF001
+    coordinator._garrison_leaves = True  # noqa: SLF001
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):

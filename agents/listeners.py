@@ -43,11 +43,16 @@ log = logging.getLogger(__name__)
 class ListenerStats:
     """Counts since start, for the demo and tests."""
 
-    changes: int = 0
+    seen: dict[str, int] = field(default_factory=dict)  # changes read, per listener
     runs: dict[str, int] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
     sent: int = 0
+
+    @property
+    def changes(self) -> int:
+        """Changes every listener has read."""
+        return min(self.seen.values(), default=0)
 
 
 class ListenerRunner:
@@ -135,7 +140,7 @@ class ListenerRunner:
         except Exception as exc:  # noqa: BLE001 - a foreign record on our topic
             await self._dead(tp, rec, f"not a state change: {exc}", lst.name, exc)
             return
-        self.stats.changes += 1
+        self.stats.seen[lst.name] = self.stats.seen.get(lst.name, 0) + 1
         try:
             if not lst.matches(change):
                 return

@@ -109,16 +109,32 @@ class _Recovery(Recovery):
             # find a rebuilt store "ahead" of its changelog and stop).
             for (topic, partition), offset in ends.items():
                 self.active_offsets[TP(topic, partition)] = offset
+        elif destination is self.standby_highwaters:
+            # Warm copies: restored in bulk too, then tailed by agents.standby.
+            ends = {(tp.topic, tp.partition): -1 for tp in tps}
+            ends.update(found)
+            await _restore(app, options, ends)
+            for (topic, partition), offset in ends.items():
+                self.standby_offsets[TP(topic, partition)] = offset
 
     async def on_recovery_completed(self, generation_id: int = 0) -> None:
         await super().on_recovery_completed(generation_id)
         app = cast("GarrisonApp", self.app)
         if app.consumer_generation_id == generation_id:
             app.start_lanes(generation_id)
+            app.standby.follow((tp.topic, tp.partition) for tp in app.assignor.assigned_standbys())
 
 
 class TableManagerWithBulkRecovery(TableManager):
     """Faust's table manager with garrison's recovery."""
+
+    async def on_start(self) -> None:
+        # Faust sleeps a second here for tables registered late; garrison's are all
+        # registered before the app starts, and a restarted worker serves a second
+        # sooner without it.
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
 
     @property
     def recovery(self) -> Recovery:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -26,7 +25,14 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import GarrisonError
+from garrison.kafka_install import (
+    BrokerError,
+    check_java,
+    pid_alive,
+    reap,
+    resolve_jars,
+    signal_group,
+)
 
 __all__ = [
     "KAFKA_VERSION",
@@ -38,21 +44,7 @@ __all__ = [
 ]
 
 KAFKA_VERSION = "4.1.1"
-_LOG4J_VERSION = "2.24.3"
 _READY_TIMEOUT_S = 60.0
-
-_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>garrison.local</groupId><artifactId>kafka-jars</artifactId>
-  <version>1</version><packaging>pom</packaging>
-  <dependencies>
-    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId>
-      <version>{kafka}</version></dependency>
-    <dependency><groupId>org.apache.logging.log4j</groupId>
-      <artifactId>log4j-slf4j-impl</artifactId><version>{log4j}</version></dependency>
-  </dependencies>
-</project>
-"""
 
 _LOG4J2 = """status = error
 appender.file.type = Console
@@ -64,10 +56,6 @@ rootLogger.appenderRef.out.ref = OUT
 logger.started.name = kafka.server.KafkaRaftServer
 logger.started.level = INFO
 """
-
-
-class BrokerError(GarrisonError):
-    """The local Kafka broker could not be resolved, started or reached."""
 
 
 def default_cache_dir() -> Path:
@@ -108,41 +96,6 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); /proc tells it apart.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _check_java() -> str:
-    java = shutil.which("java")
-    if java is None:
-        raise BrokerError(
-            "java was not found on PATH; the local Kafka broker needs Java 17 or newer. "
-            "Install a JDK (e.g. `apt-get install openjdk-17-jdk-headless`), or run "
-            "`docker compose up -d kafka` and set GARRISON_KAFKA_BOOTSTRAP=localhost:9092."
-        )
-    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
-    match = re.search(r'version "(\d+)', out.stderr + out.stdout)
-    major = int(match.group(1)) if match else 0
-    if major < 17:
-        raise BrokerError(
-            f"java at {java} is version {major or 'unknown'}; Kafka {KAFKA_VERSION} needs 17 "
-            "or newer. Install a JDK 17+, or use `docker compose up -d kafka` and set "
-            "GARRISON_KAFKA_BOOTSTRAP."
-        )
-    return java
-
-
 class LocalKafka:
     """One local KRaft broker+controller bound to 127.0.0.1, with its own state folder.
 
@@ -174,41 +127,7 @@ class LocalKafka:
 
     def resolve(self) -> Path:
         """Fetch the broker jars from Maven Central into the cache, once; return their folder."""
-        marker = self.lib_dir.parent / ".complete"
-        if marker.exists():
-            return self.lib_dir
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise BrokerError(
-                "mvn was not found on PATH; it fetches the Kafka broker jars from Maven Central "
-                "once. Install Maven (e.g. `apt-get install maven`), or run "
-                "`docker compose up -d kafka` and set GARRISON_KAFKA_BOOTSTRAP."
-            )
-        work = self.lib_dir.parent
-        work.mkdir(parents=True, exist_ok=True)
-        (work / "pom.xml").write_text(_POM.format(kafka=self.version, log4j=_LOG4J_VERSION))
-        cmd = [
-            mvn,
-            "-q",
-            "-B",
-            "dependency:copy-dependencies",
-            "-DincludeScope=runtime",
-            f"-DoutputDirectory={self.lib_dir}",
-        ]
-        done = subprocess.run(cmd, cwd=work, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            tail = (done.stdout + done.stderr)[-2000:]
-            raise BrokerError(
-                f"Maven could not fetch Kafka {self.version} jars (exit {done.returncode}). "
-                f"Check that Maven Central is reachable. Maven said:\n{tail}"
-            )
-        if not any(self.lib_dir.glob(f"kafka_2.13-{self.version}.jar")):
-            raise BrokerError(
-                f"Maven finished but kafka_2.13-{self.version}.jar is missing "
-                f"from {self.lib_dir}; delete {work} and try again."
-            )
-        marker.write_text(self.version)
-        return self.lib_dir
+        return resolve_jars(self.lib_dir, self.version)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -216,7 +135,7 @@ class LocalKafka:
         """Whether the broker of this state folder runs, from its pid and port files."""
         pid = self._read_int("broker.pid")
         port = self._read_int("broker.port")
-        if pid is not None and _pid_alive(pid) and port is not None and _port_open(port):
+        if pid is not None and pid_alive(pid) and port is not None and _port_open(port):
             return BrokerStatus(True, pid, f"127.0.0.1:{port}")
         return BrokerStatus(False, None, None)
 
@@ -226,7 +145,7 @@ class LocalKafka:
         if current.running:
             assert current.bootstrap is not None
             return current.bootstrap
-        java = _check_java()
+        java = check_java()
         lib = self.resolve()
         port = self.port or _free_port()
         if _port_open(port):
@@ -234,7 +153,13 @@ class LocalKafka:
                 f"port {port} on 127.0.0.1 is taken by another process; stop it, or pass "
                 "--port 0 for a free port (and point GARRISON_KAFKA_BOOTSTRAP at it)."
             )
-        controller_port = _free_port()
+        # The KRaft voter set is written at format time with the controller's address,
+        # so a broker restarted on its old data keeps its old controller port.
+        controller_port = self._read_int("controller.port")
+        if controller_port is None or _port_open(controller_port):
+            controller_port = _free_port()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "controller.port").write_text(str(controller_port))
         self._write_config(port, controller_port)
         self._format(java, lib)
         log = open(self.state_dir / "broker.log", "ab")  # noqa: SIM115 - owned by the child
@@ -268,20 +193,33 @@ class LocalKafka:
             raise
         return bootstrap
 
+    def kill(self) -> bool:
+        """SIGKILL the broker (no shutdown at all, as a crash); True if one ran. Its data
+        stays; :meth:`up` starts it again on it."""
+        pid = self._read_int("broker.pid")
+        if pid is None or not pid_alive(pid):
+            return False
+        signal_group(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while pid_alive(pid) and time.monotonic() < deadline:
+            reap(pid)
+            time.sleep(0.05)
+        return True
+
     def down(self, *, purge: bool = False, timeout_s: float = 20.0) -> bool:
         """Stop the broker (SIGTERM, then SIGKILL after ``timeout_s``); True if one ran."""
         pid = self._read_int("broker.pid")
-        was_running = pid is not None and _pid_alive(pid)
+        was_running = pid is not None and pid_alive(pid)
         if pid is not None and was_running:
-            _signal_group(pid, signal.SIGTERM)
+            signal_group(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout_s
-            while _pid_alive(pid) and time.monotonic() < deadline:
-                _reap(pid)
+            while pid_alive(pid) and time.monotonic() < deadline:
+                reap(pid)
                 time.sleep(0.1)
-            if _pid_alive(pid):
-                _signal_group(pid, signal.SIGKILL)
-                while _pid_alive(pid) and time.monotonic() < deadline + 5:
-                    _reap(pid)
+            if pid_alive(pid):
+                signal_group(pid, signal.SIGKILL)
+                while pid_alive(pid) and time.monotonic() < deadline + 5:
+                    reap(pid)
                     time.sleep(0.05)
         for name in ("broker.pid", "broker.port"):
             (self.state_dir / name).unlink(missing_ok=True)
@@ -399,20 +337,3 @@ async def _answers_metadata(bootstrap: str) -> bool:
         return bool(client.cluster.brokers())
     finally:
         await client.close()
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

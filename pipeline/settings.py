@@ -7,6 +7,8 @@ reads the environment anywhere else.
 
 from __future__ import annotations
 
+import hashlib
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -175,14 +177,41 @@ class Settings(BaseSettings):
         "(Python's default is 700); 0 leaves the collector as it is",
     )
     session_timeout_s: float = Field(
-        default=30.0,
+        default=6.0,
         ge=3.0,
         le=300.0,
-        description="how long a silent worker keeps its partitions before the group "
-        "moves them (a crashed worker's partitions wait this long)",
+        description="how long the group waits for a worker it no longer hears from before "
+        "moving its partitions (a crashed worker that does not come back); a worker that "
+        "restarts within it takes its partitions back at once (static membership), and "
+        "one stopped with SIGTERM hands them over at once",
+    )
+    worker_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._:-]{1,200}$",
+        description="this worker's stable identity in the group (static membership, "
+        "KIP-345): the same id after a restart gets the same partitions back without a "
+        "rebalance; default: the host name and a hash of the data folder; two running "
+        "workers must never share one",
+    )
+    standby_replicas: int = Field(
+        default=0,
+        ge=0,
+        le=4,
+        description="warm copies of each partition's state kept by other workers, so "
+        "when a worker dies for good another serves its partitions without replaying "
+        "the changelog",
     )
     web: WebSettings = WebSettings()
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
+
+    @property
+    def member_id(self) -> str:
+        """The worker's group instance id: ``worker_id``, or one derived from the host
+        name and the data folder, stable across restarts of the same worker."""
+        if self.worker_id is not None:
+            return self.worker_id
+        folder = str(self.data_dir.resolve()).encode()
+        return f"{socket.gethostname()}-{hashlib.sha256(folder).hexdigest()[:10]}"
 
     @property
     def topics(self) -> Topics:

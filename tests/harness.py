@@ -17,6 +17,7 @@ from pipeline.settings import Settings
 __all__ = [
     "WorkerProcess",
     "curl",
+    "drain_topic",
     "free_port",
     "produce",
     "read_topic",
@@ -152,3 +153,25 @@ async def wait_until(
             return last
         await asyncio.sleep(0.3)
     raise AssertionError(f"{what} not within {timeout_s}s (last: {last!r})\n{describe()}")
+
+
+async def drain_topic(bootstrap: str, topic: str, *, seconds: float = 3.0) -> list[Any]:
+    """Everything committed in ``topic`` (read from the start for ``seconds``)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    out: list[Any] = []
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=300, max_records=5000)
+            for records in batch.values():
+                out.extend(records)
+    finally:
+        await consumer.stop()
+    return out
