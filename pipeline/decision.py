@@ -27,6 +27,7 @@ from pipeline.address import Address
 from pipeline.deadletter import DeadLetter, Headers
 from pipeline.envelope import decode_event, encode_event
 from pipeline.errors import InvalidOutput, Rejected
+from pipeline.latest import latest_key, latest_value
 from pipeline.outcome import Outcome
 from pipeline.record import Record, dump_record
 from pipeline.registry import Registry
@@ -74,7 +75,8 @@ class Applied(NamedTuple):
     """What :func:`apply_record` decided. ``outcome`` is set when there is something to
     store for ``address`` (applied, rearmed, expired), with ``stored``, the record's
     bytes (None: delete it); ``outputs`` are the records to produce, a dead letter
-    among them when ``verdict`` is ``rejected`` (``stage`` and ``reason`` say why)."""
+    among them when ``verdict`` is ``rejected`` (``stage`` and ``reason`` say why);
+    ``change`` is the published state change's bytes (what the worker's history keeps)."""
 
     verdict: Verdict
     address: Address | None = None
@@ -83,6 +85,7 @@ class Applied(NamedTuple):
     outputs: tuple[Output, ...] = ()
     stage: str = ""
     reason: str = ""
+    change: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +121,17 @@ def apply_record(rules: Rules, load: Loader, rec: Consumed) -> Applied:
     tenant_key = event.tenant.encode()
     topics = rules.topics
     outputs = []
+    change = None
     try:
         # Everything is serialised here, so what cannot be (a state or timer data that
         # is not JSON) is this event's dead letter, not the lane's failure later.
         stored = None if outcome.record is None else dump_record(outcome.record)
         if outcome.change is not None:
-            outputs.append(Output(topics.state_changes, tenant_key, outcome.change.to_json()))
+            change = outcome.change.to_json()
+            outputs.append(Output(topics.state_changes, tenant_key, change))
+            if topics.latest is not None:  # the compacted latest-state topic, if enabled
+                key = latest_key(*address)
+                outputs.append(Output(topics.latest, key, latest_value(outcome.change)))
         for sent in outcome.emitted:
             outputs.append(
                 Output(sent.topic or topics.events, tenant_key, encode_event(sent.event))
@@ -140,7 +148,7 @@ def apply_record(rules: Rules, load: Loader, rec: Consumed) -> Applied:
                 event_type=event.type,
             ),
         )
-    return Applied(verdict, address, outcome, stored, tuple(outputs))
+    return Applied(verdict, address, outcome, stored, tuple(outputs), change=change)
 
 
 def _rejected(rules: Rules, rec: Consumed, exc: Rejected) -> Applied:
