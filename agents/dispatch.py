@@ -219,7 +219,9 @@ class _Lane:
         if not self.counts:
             self.counts[""] = len(await producer.partitions_for(d.settings.topics.events))
         return _Prepared(
-            StateBatch(d.state, d.timers, self.partition, parent),
+            StateBatch(
+                d.state, d.timers, self.partition, parent, keep_history=d.settings.history.keep
+            ),
             Outbox(producer, self.partition, self.counts),
             opened=now,
         )
@@ -243,7 +245,7 @@ class _Lane:
             stats.count(applied.verdict)
             if applied.outcome is not None:
                 assert applied.address is not None
-                store(applied.address, applied.outcome, applied.stored)
+                store(applied.address, applied.outcome, applied.stored, applied.change)
             for o in applied.outputs:
                 add(o.topic, o.key, o.value, o.headers, partition=o.partition)
             if out.unrouted:
