@@ -9,9 +9,10 @@ An instance's applied changes, oldest first, a page at a time: ``from_seq``, ``t
 The worker's store answers from the instance's last ``GARRISON_HISTORY_KEEP`` changes;
 what is older is read from ``<app>.state-changes`` in the tenant's partition, streamed
 and filtered, from a time's offset when the read has one (``read`` in the answer says
-how many changes came from where). Like every read, it is served by the worker that
-owns the tenant (Faust's table router forwards it there) and needs the tenant's token
-when tokens are configured (:func:`agents.api.authorize`).
+how many changes came from where, ``scanned`` how many topic records were read). Like
+every read, it is served by the worker that owns the tenant (Faust's table router
+forwards it there) and needs the tenant's token when tokens are configured
+(:func:`agents.api.authorize`).
 """
 
 from __future__ import annotations
@@ -57,23 +58,26 @@ async def older_changes(
     instance: str,
     window: Window,
     start_ms: int | None,
-) -> list[StateChange]:
+) -> int:
     """Feed ``window`` the instance's changes from the state-change topic, from
-    ``start_ms`` (None: the partition's start) until it reaches the stored ones."""
+    ``start_ms`` (None: the partition's start) until it reaches the stored ones; the
+    number of records scanned."""
     settings = app.settings
     prefix = change_prefix(tenant, machine, instance)
     partition = partition_of(tenant.encode(), settings.kafka.partitions)
     records = partition_records(
         kafka_options(settings.kafka), settings.topics.state_changes, partition, start_ms=start_ms
     )
+    scanned = 0
     async with aclosing(records) as chunks:
         async for chunk in chunks:
             for rec in chunk:
+                scanned += 1
                 value = rec.value
                 if value is not None and value.startswith(prefix):
                     if window.feed(StateChange.from_json(value)):
-                        return window.changes
-    return window.changes
+                        return scanned
+    return scanned
 
 
 def add_history_api(app: GarrisonApp) -> None:
@@ -115,6 +119,7 @@ def add_history_api(app: GarrisonApp) -> None:
             if read.seq is not None and read.seq > rec.seq:
                 return error(view, 404, f"{name} is at seq {rec.seq}; it has no seq {read.seq}")
             older: list[StateChange] = []
+            scanned = 0
             if need.topic:
                 wanted = read.seq
                 found = Window(
@@ -124,7 +129,8 @@ def add_history_api(app: GarrisonApp) -> None:
                     else (lambda c: c.time_ms > (read.time_ms or 0)),
                     1,
                 )
-                older = await older_changes(app, tenant, machine, instance, found, need.start_ms)
+                scanned = await older_changes(app, tenant, machine, instance, found, need.start_ms)
+                older = found.changes
             state = as_of(read, older, stored, (rec.seq, rec.state))
             asked = (
                 {"seq": read.seq}
@@ -134,12 +140,16 @@ def add_history_api(app: GarrisonApp) -> None:
             if state is None:
                 what = f"seq {read.seq}" if read.seq is not None else f"time {asked['time']}"
                 return error(view, 404, f"{name} has no state as of {what}")
-            return view.json({**address, "as_of": asked, "seq": state[0], "state": state[1]})
+            return view.json(
+                {**address, "as_of": asked, "seq": state[0], "state": state[1], "scanned": scanned}
+            )
         assert isinstance(read, HistoryQuery)
         older = []
+        scanned = 0
         if need.topic:
             window = Window(stored, read.wants, read.limit + 1)
-            older = await older_changes(app, tenant, machine, instance, window, need.start_ms)
+            scanned = await older_changes(app, tenant, machine, instance, window, need.start_ms)
+            older = window.changes
         page, following = select(older, stored, read)
         first_stored = stored[0].seq if stored else rec.seq + 1
         from_topic = sum(1 for c in page if c.seq < first_stored)
@@ -150,5 +160,6 @@ def add_history_api(app: GarrisonApp) -> None:
                 "changes": [entry(c, diff=read.diff) for c in page],
                 "next": following,
                 "read": {"store": len(page) - from_topic, "topic": from_topic},
+                "scanned": scanned,
             }
         )

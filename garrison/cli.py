@@ -258,6 +258,11 @@ def diagram(app: str, machine: str, version: int | None) -> int:
     return 0
 
 
+from garrison.history_cli import history  # noqa: E402 - the commands of their own modules
+
+cli.add_command(history)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``garrison`` console script: the command's exit status; a
     :class:`GarrisonError` is one line on stderr and status 2."""
