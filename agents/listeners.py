@@ -8,6 +8,10 @@ that still fails after its retries sends the change to ``<app>.dlq``.
 
 Events a listener sends get ids derived from the change and the listener, so when a
 crash makes a listener run again, the machine sees the same ids and skips them.
+
+The runner also consumes ``<app>.listener-redrive``: listener dead letters sent back by
+``garrison dlq redrive``, each handed to the listener it names only, and once per
+re-drive id (:mod:`pipeline.redrive`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pipeline.envelope import encode_event, new_event
 from pipeline.ids import listener_send_id
 from pipeline.listener import Listener, ListenerContext
 from pipeline.outcome import StateChange
+from pipeline.redrive import listener_redrive
 from pipeline.registry import Registry
 from pipeline.settings import Settings
 
@@ -80,6 +85,7 @@ class ListenerRunner:
         self._stop = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._redriven: set[str] = set()  # re-drive ids handed to their listener
 
     async def run(self) -> None:
         """Consume and dispatch until :meth:`stop`."""
@@ -93,8 +99,9 @@ class ListenerRunner:
             isolation_level="read_committed",
         )
         await self._producer.start()
+        topics = self.settings.topics
         self._consumer.subscribe(
-            [self.settings.topics.state_changes], listener=_CommitOnRevoke(self)
+            [topics.state_changes, topics.listener_redrive], listener=_CommitOnRevoke(self)
         )
         await self._consumer.start()
         workers = [
@@ -121,6 +128,9 @@ class ListenerRunner:
         self._stop.set()
 
     async def _dispatch(self, tp: TopicPartition, rec: Any) -> None:
+        if tp.topic == self.settings.topics.listener_redrive:
+            await self._redrive(tp, rec)
+            return
         try:
             change = StateChange.from_json(rec.value)
         except Exception as exc:  # noqa: BLE001 - a foreign record on our topic
@@ -146,6 +156,25 @@ class ListenerRunner:
         job = _Job(tp, rec.offset, rec, change)
         for lst in matched:
             await self._queues[lst.name].put(job)
+
+    async def _redrive(self, tp: TopicPartition, rec: Any) -> None:
+        """A re-driven listener dead letter: to the listener it names only, once."""
+        target = listener_redrive(rec.headers or ())
+        named = None if target is None else target.listener
+        lst = next((x for x in self.registry.listeners if x.name == named), None)
+        try:
+            change = StateChange.from_json(rec.value)
+        except Exception:  # noqa: BLE001 - dead-lettered below
+            change = None
+        if target is None or lst is None or change is None:
+            why = "not a state change" if change is None else f"no listener named {named!r}"
+            await self._dead(tp, rec, "listener", f"re-driven letter: {why}", named)
+        elif target.redrive_id not in self._redriven:
+            self._redriven.add(target.redrive_id)
+            self._track(tp, rec.offset, 1)
+            await self._queues[lst.name].put(_Job(tp, rec.offset, rec, change))
+            return
+        self._track(tp, rec.offset, 0)
 
     def _track(self, tp: TopicPartition, offset: int, left: int) -> None:
         entry = _Pending(offset, left)
