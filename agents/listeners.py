@@ -11,7 +11,8 @@ crash makes a listener run again, the machine sees the same ids and skips them.
 
 The runner also consumes ``<app>.listener-redrive``: listener dead letters sent back by
 ``garrison dlq redrive``, each handed to the listener it names only, and once per
-re-drive id (:mod:`pipeline.redrive`).
+re-drive id (:mod:`pipeline.redrive`), when that topic exists as it starts (the
+worker creates it).
 """
 
 from __future__ import annotations
@@ -99,11 +100,11 @@ class ListenerRunner:
             isolation_level="read_committed",
         )
         await self._producer.start()
-        topics = self.settings.topics
-        self._consumer.subscribe(
-            [topics.state_changes, topics.listener_redrive], listener=_CommitOnRevoke(self)
-        )
         await self._consumer.start()
+        topics, wanted = self.settings.topics, [self.settings.topics.state_changes]
+        if topics.listener_redrive in await self._consumer.topics():  # made by the worker
+            wanted.append(topics.listener_redrive)
+        self._consumer.subscribe(wanted, listener=_CommitOnRevoke(self))
         workers = [
             asyncio.create_task(self._work(lst), name=f"listener:{lst.name}")
             for lst in self.registry.listeners

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from agents.changes import partition_records
 from agents.kafka import kafka_options, partition_of
@@ -117,14 +118,15 @@ async def dead_lettered(settings: Settings) -> dict[tuple[int, int], str]:
 
 async def topic_partitions(options: dict[str, Any], topic: str) -> list[int]:
     """The partition numbers of ``topic`` (none if it does not exist)."""
-    consumer = AIOKafkaConsumer(**options)
-    await consumer.start()
+    admin = AIOKafkaAdminClient(**options)
+    await admin.start()
     try:
-        if topic not in await consumer.topics():  # fetches the cluster's metadata
-            return []
-        return sorted(consumer.partitions_for_topic(topic) or ())
+        for found in await admin.describe_topics([topic]):
+            if found["topic"] == topic and found["error_code"] == 0:
+                return sorted(p["partition"] for p in found["partitions"])
+        return []
     finally:
-        await consumer.stop()
+        await admin.close()
 
 
 async def _bounds(
