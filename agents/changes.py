@@ -1,4 +1,4 @@
-"""Reading ``<app>.state-changes`` back: one partition, streamed, from an offset or a time.
+"""Reading garrison's topics back: one partition, streamed, from an offset or a time.
 
 History reads (``agents.history_api``) and replays (``garrison.replay``) read the
 state-change topic of one partition as a stream of committed records, from its start
@@ -14,7 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-__all__ = ["partition_records"]
+__all__ = ["partition_records", "topic_records"]
 
 
 async def partition_records(
@@ -59,5 +59,39 @@ async def partition_records(
             if records:
                 yield records
             await asyncio.sleep(0)  # a long scan in a worker must not starve its lanes
+    finally:
+        await consumer.stop()
+
+
+async def topic_records(
+    options: dict[str, Any], topic: str, partitions: list[int], *, chunk: int = 5000
+) -> AsyncGenerator[list[Any], None]:
+    """Chunks of every committed record of ``partitions`` of ``topic``, up to their ends
+    when the read began, with one consumer (in no order across partitions)."""
+    if not partitions:
+        return
+    tps = [TopicPartition(topic, p) for p in partitions]
+    consumer = AIOKafkaConsumer(
+        **options,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        todo = {tp for tp in tps if ends[tp] > 0}
+        while todo:
+            batch = await consumer.getmany(*todo, timeout_ms=500, max_records=chunk)
+            for tp, records in batch.items():
+                records = [r for r in records if r.offset < ends[tp]]
+                if records:
+                    yield records
+            for tp in list(todo):
+                if await consumer.position(tp) >= ends[tp]:
+                    todo.discard(tp)
+            await asyncio.sleep(0)
     finally:
         await consumer.stop()

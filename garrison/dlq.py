@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaProducer
 from agents.changes import partition_records
 from agents.kafka import kafka_options
 from agents.topics import ensure_topics
-from garrison.replay import topic_partitions
+from garrison.position import topic_partitions
 from pipeline.errors import GarrisonError
 from pipeline.redrive import (
     REDRIVE_ID,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Any
 
 import click
@@ -52,6 +53,13 @@ def _moment(name: str, raw: str | None) -> int | None:
     show_default=True,
     help="seconds to wait for the worker to apply what the replay reads",
 )
+@click.option(
+    "--jobs",
+    type=int,
+    default=1,
+    show_default=True,
+    help="processes sharing the partitions (0: one per core)",
+)
 @click.option("--show", type=int, default=20, show_default=True, help="differences printed")
 @click.option("--json", "as_json", is_flag=True, help="the result as one JSON document")
 def replay(
@@ -65,11 +73,13 @@ def replay(
     to_offset: int | None,
     scratch: str,
     wait_s: float,
+    jobs: int,
     show: int,
     as_json: bool,
 ) -> int:
     from garrison.cli import load_registry
-    from garrison.replay import ReplayOptions, progress_printer
+    from garrison.progress import Progress
+    from garrison.replay import ReplayOptions
     from garrison.replay import replay as run
 
     settings = Settings()
@@ -81,16 +91,24 @@ def replay(
         to_offset,
         scratch,
         wait_s,
+        jobs=jobs if jobs > 0 else os.cpu_count() or 1,
+        spec=app,
     )
-    on_total, on_step, close = progress_printer()
+    bar = Progress("replay")
     try:
         result = asyncio.run(
-            run(settings, load_registry(app), opts, progress=on_step, on_total=on_total)
+            run(
+                settings,
+                load_registry(app),
+                opts,
+                progress=lambda done, differ: bar.update(done, f"{differ} differ"),
+                on_total=bar.set_total,
+            )
         )
     finally:
-        close()
+        bar.close()
     s = result.stats
-    diffs = result.comparer.divergences
+    diffs = result.divergences
     if as_json:
         doc: dict[str, Any] = {
             "identical": result.identical,

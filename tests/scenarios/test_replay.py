@@ -97,7 +97,7 @@ async def test_replay_passes_the_pure_machines_and_finds_the_one_that_reads_the_
         await wait_until(rang, timeout_s=60, what="the alarm", describe=worker.log_tail)
 
         good = await asyncio.to_thread(
-            _cli, env, "replay", "tests.replay_app", "--machine", "counter"
+            _cli, env, "replay", "tests.replay_app", "--machine", "counter", "--jobs", "2"
         )
         assert good.returncode == 0, good.stdout + good.stderr
         assert "0 instance(s) differ" in good.stdout
