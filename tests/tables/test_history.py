@@ -80,3 +80,24 @@ def test_without_history_a_batch_writes_only_the_record(tmp_path: Path) -> None:
     assert applied.outcome is not None
     batch.store(Address("acme", "counter", "c1"), applied.outcome, applied.stored, applied.change)
     assert list(batch.state_writes) == [encode_key("acme", "counter", "c1")]
+
+
+def test_a_purged_record_takes_its_slots_with_it(tmp_path: Path) -> None:
+    from pipeline.outcome import Outcome
+
+    state, timers = _stores(tmp_path)
+    rules = Rules(sample_registry(), Settings(app="histtest").topics)
+    address = Address("acme", "counter", "c1")
+    key = encode_key(*address)
+    batch = StateBatch(state, timers, 0, keep_history=3)
+    for n in range(1, 3):
+        applied = apply_record(rules, batch.load, consumed(event(id=f"e{n}"), offset=n))
+        assert applied.outcome is not None
+        batch.store(address, applied.outcome, applied.stored, applied.change)
+    batch.apply_locally()
+    assert len(stored_changes(state.scan_prefix, 0, key, 2, 3)) == 2
+    purge = StateBatch(state, timers, 0, keep_history=3)
+    purge.store(address, Outcome("purged"), None)
+    assert purge.state_writes == {key: None, **{history_key(key, s): None for s in range(3)}}
+    purge.apply_locally()
+    assert list(state.scan_prefix(0, history_prefix(key))) == []
