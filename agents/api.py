@@ -209,3 +209,7 @@ def add_api(app: GarrisonApp) -> None:
             last = None  # the scan ended: no further page
         following = None if last is None else base64.urlsafe_b64encode(last).decode().rstrip("=")
         return view.json({"tenant": tenant, "instances": out, "next": following})
+
+    from agents.history_api import add_history_api  # it imports authorize from here
+
+    add_history_api(app)

@@ -79,7 +79,7 @@ class Dispatcher:
             registry,
             settings.topics,
             keep_ids=settings.dedupe_ids,
-            tombstone_ms=int(settings.tombstone_retention_s * 1000),
+            tombstone_ms=settings.tombstone_ms,
             service_topics=registry.service_topics,
             max_record_bytes=settings.max_record_bytes,
         )

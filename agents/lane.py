@@ -360,7 +360,9 @@ class Lane:
         d, producer = self.d, self.producer
         assert producer is not None
         return _Prepared(
-            StateBatch(d.state, d.timers, self.partition, parent),
+            StateBatch(
+                d.state, d.timers, self.partition, parent, keep_history=d.settings.history.keep
+            ),
             Outbox(producer, self.partition, self.counts),
             opened=now,
         )
@@ -385,7 +387,7 @@ class Lane:
             stats.count(applied.verdict)
             if applied.outcome is not None:
                 assert applied.address is not None
-                store(applied.address, applied.outcome, applied.stored)
+                store(applied.address, applied.outcome, applied.stored, applied.change)
             for o in applied.outputs:
                 add(o.topic, o.key, o.value, o.headers, partition=o.partition)
             prepared.records.append(rec)

@@ -12,6 +12,11 @@ declared with ``start="latest"``.
 Events a listener sends get ids derived from the change and the listener, so when a
 crash makes a listener run again, the machine sees the same ids and skips them.
 ``ctx.config`` is the config of the machine version that made the change.
+
+Each listener's group also reads ``<app>.listener-redrive`` when that topic exists as
+it starts (the worker creates it): listener dead letters sent back by ``garrison dlq
+redrive``, of which a listener handles only those naming it, once per re-drive id
+(:mod:`pipeline.redrive`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from pipeline.envelope import encode_event, new_event
 from pipeline.ids import listener_send_id
 from pipeline.listener import Listener, ListenerContext
 from pipeline.outcome import StateChange
+from pipeline.redrive import listener_redrive
 from pipeline.registry import Registry
 from pipeline.settings import Settings
 
@@ -69,6 +75,7 @@ class ListenerRunner:
         self._producer: AIOKafkaProducer | None = None
         self.ready = asyncio.Event()  # every listener's consumer has joined its group
         self._joined = 0
+        self._redriven: set[tuple[str, str]] = set()  # (listener, re-drive id) handled
 
     def group_of(self, listener: Listener) -> str:
         """The consumer group of ``listener``."""
@@ -102,8 +109,8 @@ class ListenerRunner:
         self._stop.set()
 
     async def _serve(self, lst: Listener) -> None:
+        topics = self.settings.topics
         consumer = AIOKafkaConsumer(
-            self.settings.topics.state_changes,
             **kafka_options(self.settings.kafka),
             group_id=self.group_of(lst),
             enable_auto_commit=False,
@@ -112,6 +119,10 @@ class ListenerRunner:
         )
         await consumer.start()
         try:
+            wanted = [topics.state_changes]
+            if topics.listener_redrive in await consumer.topics():  # made by the worker
+                wanted.append(topics.listener_redrive)
+            consumer.subscribe(wanted)
             while not consumer.assignment() and not self._stop.is_set():
                 await asyncio.sleep(0.05)  # joining the group
             self._joined += 1
@@ -135,6 +146,9 @@ class ListenerRunner:
                 await asyncio.wait_for(consumer.stop(), 10)
 
     async def _handle(self, lst: Listener, tp: TopicPartition, rec: Any) -> None:
+        if tp.topic == self.settings.topics.listener_redrive:
+            await self._redrive(lst, tp, rec)
+            return
         try:
             change = StateChange.from_json(rec.value)
         except Exception as exc:  # noqa: BLE001 - a foreign record on our topic
@@ -153,6 +167,21 @@ class ListenerRunner:
                 exc,
             )
             return
+        await self._run_one(lst, tp, rec, change)
+
+    async def _redrive(self, lst: Listener, tp: TopicPartition, rec: Any) -> None:
+        """A re-driven listener dead letter: run it if it names this listener, once."""
+        target = listener_redrive(rec.headers or ())
+        if target is None or target.listener != lst.name:
+            return  # another listener's (or not a re-drive): that one's group handles it
+        if (lst.name, target.redrive_id) in self._redriven:
+            return
+        try:
+            change = StateChange.from_json(rec.value)
+        except Exception as exc:  # noqa: BLE001 - a foreign record on our topic
+            await self._dead(tp, rec, f"re-driven letter: not a state change: {exc}", lst.name, exc)
+            return
+        self._redriven.add((lst.name, target.redrive_id))
         await self._run_one(lst, tp, rec, change)
 
     async def _run_one(

@@ -1,8 +1,16 @@
-"""Create garrison's topics explicitly, with the app's partition count.
+"""Create garrison's topics explicitly, with the app's partition count and retention.
 
 Faust's table changelogs must have as many partitions as the events topic; a topic
 auto-created by the broker with its default count makes Faust fail with
 PartitionsMismatch. So every topic is created up front, idempotently.
+
+Retention: the events, state-change and dead-letter topics are what replay, history
+and re-drive read, so garrison creates them with ``retention.ms`` from
+``GARRISON_RETENTION_*`` (default -1: forever) instead of the broker's default (7
+days). The listener re-drive topic keeps the dead letters' retention; the optional
+latest-state topic is compacted. A topic that exists already is never changed: one
+whose retention differs from the settings is reported (a warning, and the return
+value), for its operator to decide.
 """
 
 from __future__ import annotations
@@ -14,13 +22,23 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from agents.kafka import kafka_options
 from pipeline.errors import GarrisonError
 from pipeline.settings import Settings
 
-__all__ = ["KafkaUnreachable", "MissingTopics", "admin_client", "ensure_topics", "require_topics"]
+__all__ = [
+    "KafkaUnreachable",
+    "MissingTopics",
+    "admin_client",
+    "ensure_topics",
+    "require_topics",
+    "topic_configs",
+]
+
+log = logging.getLogger(__name__)
 
 
 class KafkaUnreachable(GarrisonError):
@@ -83,24 +101,72 @@ async def require_topics(
         await admin.close()
 
 
-async def ensure_topics(settings: Settings, extra: Iterable[str] = ()) -> None:
-    """Create ``<app>.events``, ``.state-changes``, ``.dlq`` and the ``extra`` topics
-    (e.g. service topics) unless they exist, with the app's partition count."""
-    topics = settings.topics
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """The configs garrison creates its own topics with, by topic name."""
+    topics, keep = settings.topics, settings.retention
+
+    def retention(ms: int | None) -> dict[str, str]:
+        return {} if ms is None else {"retention.ms": str(ms)}
+
+    configs = {
+        topics.events: retention(keep.events_ms),
+        topics.state_changes: retention(keep.state_changes_ms),
+        topics.dlq: retention(keep.dlq_ms),
+        topics.listener_redrive: retention(keep.dlq_ms),
+    }
+    if topics.latest is not None:
+        configs[topics.latest] = {"cleanup.policy": "compact"}
+    return configs
+
+
+async def ensure_topics(settings: Settings, extra: Iterable[str] = ()) -> list[str]:
+    """Create garrison's topics (:func:`topic_configs`) and the ``extra`` ones (e.g.
+    service topics, with the broker's defaults) unless they exist, with the app's
+    partition count. Returns, and logs, what differs in the existing ones' retention."""
     n, rf = settings.kafka.partitions, settings.kafka.replication_factor
+    configs = topic_configs(settings)
     admin = await admin_client(settings)
     try:
         existing = set(await admin.list_topics())
-        names = dict.fromkeys([topics.events, topics.state_changes, topics.dlq, *extra])
-        wanted = [NewTopic(name, n, rf) for name in names if name not in existing]
+        names = dict.fromkeys([*configs, *extra])
+        wanted = [
+            NewTopic(name, n, rf, topic_configs=configs.get(name, {}))
+            for name in names
+            if name not in existing
+        ]
         if wanted:
             try:
                 await admin.create_topics(wanted)
             except TopicAlreadyExistsError:
                 pass  # another process created them meanwhile
             await _wait_for_leaders(kafka_options(settings.kafka), [t.name for t in wanted], n)
+        checked = {name: c for name, c in configs.items() if name in existing and c}
+        differ = await _differences(admin, checked) if checked else []
     finally:
         await admin.close()
+    for line in differ:
+        log.warning("%s", line)
+    return differ
+
+
+async def _differences(admin: AIOKafkaAdminClient, wanted: dict[str, dict[str, str]]) -> list[str]:
+    """What the existing topics' configs say where they differ from ``wanted``."""
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, name, dict.fromkeys(c))
+        for name, c in wanted.items()
+    ]
+    out = []
+    for response in await admin.describe_configs(resources):
+        for _code, _message, _type, name, entries in response.resources:
+            have = {entry[0]: entry[1] for entry in entries}
+            for key, value in wanted.get(name, {}).items():
+                if have.get(key) != value:
+                    out.append(
+                        f"topic {name} has {key}={have.get(key)}, the settings say {value}; "
+                        "garrison does not change an existing topic (kafka-configs --alter "
+                        "does, or set GARRISON_RETENTION_* to match)"
+                    )
+    return out
 
 
 async def _wait_for_leaders(

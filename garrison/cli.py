@@ -7,6 +7,9 @@
 ``garrison tail``                  follow state changes
 ``garrison state get T M I``       read one instance's state from the worker's query API
 ``garrison diagram APP MACHINE``   print a machine as a Mermaid state diagram
+``garrison history T M I``         an instance's applied changes, or its state as of then
+``garrison replay APP``            replay the log with APP's machines and compare
+``garrison dlq list|show|redrive`` dead letters: choose, inspect, send back
 
 ``APP`` is a module path (``examples.chatbot.app``), optionally ``module:attribute``;
 without an attribute the module's one :class:`~pipeline.registry.Registry` is used.
@@ -33,7 +36,10 @@ import click
 from aiokafka.errors import KafkaError
 
 from garrison import __version__
+from garrison.dlq_cli import dlq
+from garrison.history_cli import history
 from garrison.local_kafka import LocalKafka
+from garrison.replay_cli import replay
 from pipeline.errors import GarrisonError
 from pipeline.registry import Registry
 from pipeline.settings import Settings, load_settings
@@ -273,6 +279,11 @@ def diagram(app: str, machine: str, version: int | None) -> int:
         behaviour = versions[version]
     click.echo(mermaid(behaviour), nl=False)
     return 0
+
+
+cli.add_command(history)
+cli.add_command(replay)
+cli.add_command(dlq)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

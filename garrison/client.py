@@ -141,3 +141,23 @@ class Client:
         """Wait until every queued event is delivered."""
         if self._producer is not None:
             await self._producer.flush()
+
+    async def history(
+        self,
+        tenant: str,
+        machine: str,
+        instance: str,
+        *,
+        url: str | None = None,
+        token: str | None = None,
+        **read: Any,
+    ) -> dict[str, Any]:
+        """An instance's applied changes (``from_seq``, ``to_seq``, ``since``, ``until``,
+        ``limit``, ``diff``), or its state ``as_of_seq``/``as_of``, from any worker's
+        HTTP API (``url``, default this machine's). Needs no :meth:`start`. See
+        :func:`garrison.history.fetch_history` and docs/history.md."""
+        from garrison.history import fetch_history
+
+        return await fetch_history(
+            self._settings, tenant, machine, instance, url=url, token=token, **read
+        )

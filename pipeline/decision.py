@@ -30,6 +30,7 @@ from pipeline.address import Address
 from pipeline.deadletter import DeadLetter, Headers
 from pipeline.envelope import decode_event, encode_event
 from pipeline.errors import ForgedEvent, InvalidOutput, Rejected
+from pipeline.latest import latest_key, latest_value
 from pipeline.outcome import Outcome
 from pipeline.record import Record, dump_record
 from pipeline.registry import Registry
@@ -89,7 +90,8 @@ class Applied(NamedTuple):
     """What :func:`apply_record` decided. ``outcome`` is set when there is something to
     store for ``address`` (applied, rearmed, expired), with ``stored``, the record's
     bytes (None: delete it); ``outputs`` are the records to produce, a dead letter
-    among them when ``verdict`` is ``rejected`` (``stage`` and ``reason`` say why)."""
+    among them when ``verdict`` is ``rejected`` (``stage`` and ``reason`` say why);
+    ``change`` is the published state change's bytes (what the worker's history keeps)."""
 
     verdict: Verdict
     address: Address | None = None
@@ -98,6 +100,7 @@ class Applied(NamedTuple):
     outputs: tuple[Output, ...] = ()
     stage: str = ""
     reason: str = ""
+    change: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +125,9 @@ class Rules:
     seal_key: bytes | None = None
     service_topics: frozenset[str] = frozenset()
     max_record_bytes: int = 900_000
+    # Replay only: it has no seal keys, so it takes the log's firings as garrison's own
+    # and learns from the dead-letter topic which ones the pipeline refused.
+    trust_firings: bool = False
 
 
 _RESERVED = "garrison."
@@ -132,7 +138,7 @@ def apply_record(rules: Rules, load: Loader, rec: Consumed) -> Applied:
     try:
         event = decode_event(rec.value, fallback_time_ms=rec.timestamp, headers=rec.headers)
         if event.timer is not None:
-            if not is_sealed(rules.seal_key, rec.value, rec.headers):
+            if not rules.trust_firings and not is_sealed(rules.seal_key, rec.value, rec.headers):
                 raise ForgedEvent(
                     f"the event claims to be a firing of timer {event.timer!r}, but only "
                     "garrison's timer delivery may send those (its seal is missing or "
@@ -168,25 +174,30 @@ def apply_record(rules: Rules, load: Loader, rec: Consumed) -> Applied:
     if verdict == "duplicate" or verdict == "stale":
         return Applied(verdict, address, reason=outcome.reason)
     try:
-        stored, outputs = _outputs(rules, event.tenant, outcome)
+        stored, change, outputs = _outputs(rules, address, outcome)
     except Rejected as exc:
         return dead_letter(rules, rec, exc)
-    return Applied(verdict, address, outcome, stored, outputs)
+    return Applied(verdict, address, outcome, stored, outputs, change=change)
 
 
 def _outputs(
-    rules: Rules, tenant: str, outcome: Outcome
-) -> tuple[bytes | None, tuple[Output, ...]]:
-    """The record's bytes and the records to produce, each checked: serialised here, so
-    what cannot be produced (not JSON, too large, an undeclared topic) is this event's
-    dead letter, not the lane's failure later."""
-    tenant_key = tenant.encode()
+    rules: Rules, address: Address, outcome: Outcome
+) -> tuple[bytes | None, bytes | None, tuple[Output, ...]]:
+    """The record's bytes, the state change's bytes and the records to produce, each
+    checked: serialised here, so what cannot be produced (not JSON, too large, an
+    undeclared topic) is this event's dead letter, not the lane's failure later."""
+    tenant_key = address.tenant.encode()
     topics, limit = rules.topics, rules.max_record_bytes
     outputs = []
+    change = None
     try:
         stored = None if outcome.record is None else dump_record(outcome.record)
         if outcome.change is not None:
-            outputs.append(Output(topics.state_changes, tenant_key, outcome.change.to_json()))
+            change = outcome.change.to_json()
+            outputs.append(Output(topics.state_changes, tenant_key, change))
+            if topics.latest is not None:  # the compacted latest-state topic, if enabled
+                key = latest_key(*address)
+                outputs.append(Output(topics.latest, key, latest_value(outcome.change)))
         for sent in outcome.emitted:
             if sent.topic is not None and sent.topic not in rules.service_topics:
                 declared = ", ".join(sorted(rules.service_topics)) or "none"
@@ -219,7 +230,7 @@ def _outputs(
                 f"the {what} would be {size:,} bytes, over the limit of {limit:,} "
                 "(GARRISON_MAX_RECORD_BYTES); keep states and emitted data smaller"
             )
-    return stored, tuple(outputs)
+    return stored, change, tuple(outputs)
 
 
 def dead_letter(rules: Rules, rec: Consumed, exc: Rejected) -> Applied:

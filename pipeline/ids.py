@@ -9,7 +9,9 @@ so sending it again (a crash, a retry, a replay) repeats the same id and is skip
   (``<event id>`` is the change's event);
 - ``<command id>/reply``: a service's answer to a command;
 - ``timer:<name>:<due ms>``: a timer's firing (the due time makes each firing of a
-  periodic timer distinct).
+  periodic timer distinct);
+- ``redrive:<dlq topic>/<partition>/<offset>``: a listener dead letter sent back to its
+  listener (its place in the dead-letter topic names it).
 
 Ids are compared per instance, so a derived id can only ever collide with an id sent
 to the same instance.
@@ -17,7 +19,7 @@ to the same instance.
 
 from __future__ import annotations
 
-__all__ = ["emitted_id", "listener_send_id", "reply_id", "timer_event_id"]
+__all__ = ["emitted_id", "listener_send_id", "redrive_id", "reply_id", "timer_event_id"]
 
 
 def emitted_id(event_id: str, n: int) -> str:
@@ -42,3 +44,13 @@ def reply_id(command_id: str) -> str:
 def timer_event_id(name: str, due_ms: int) -> str:
     """The id of a timer's firing: stable, so a firing delivered twice is a duplicate."""
     return f"timer:{name}:{due_ms}"
+
+
+def redrive_id(dlq_topic: str, partition: int, offset: int) -> str:
+    """The id of a re-drive of the dead letter at ``partition``/``offset`` of
+    ``dlq_topic``: the same however often it is sent back, so a repeat is recognised.
+
+    >>> redrive_id("shop.dlq", 2, 17)
+    'redrive:shop.dlq/2/17'
+    """
+    return f"redrive:{dlq_topic}/{partition}/{offset}"

@@ -10,16 +10,18 @@ from __future__ import annotations
 import hashlib
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import GarrisonError
 
 __all__ = [
+    "HistorySettings",
     "InvalidSettings",
     "KafkaSettings",
+    "RetentionSettings",
     "RocksDBSettings",
     "Settings",
     "Topics",
@@ -102,6 +104,57 @@ class WebSettings(BaseModel):
         return bool(self.tokens) or self.operator_token is not None
 
 
+class HistorySettings(BaseModel):
+    """What a worker keeps of each instance's past, and publishes of its present
+    (``GARRISON_HISTORY_*``; see docs/history.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    keep: int = Field(
+        default=10,
+        ge=0,
+        le=1000,
+        description="applied changes kept per instance in the worker's store, for history "
+        "reads without the topic; older ones are read from the state-change topic; 0: none",
+    )
+    latest_topic: bool = Field(
+        default=False,
+        description="also publish every instance's latest state to the compacted topic "
+        "<app>.latest (key tenant/machine/instance; a tombstone when the instance ends), "
+        "in the same transaction as its state change",
+    )
+    clock_skew_ms: int = Field(
+        default=300_000,
+        ge=0,
+        description="how far an event's time may run ahead of the worker's clock: a history "
+        "read from a time starts this much earlier on the topic, whose records are stamped "
+        "when they are produced",
+    )
+
+
+def _broker_default(value: Any) -> Any:
+    """``GARRISON_RETENTION_*=default`` (or empty): None, the broker's own default."""
+    if isinstance(value, str) and value.strip().lower() in ("", "default", "none"):
+        return None
+    return value
+
+
+RetentionMs = Annotated[Annotated[int, Field(ge=-1)] | None, BeforeValidator(_broker_default)]
+
+
+class RetentionSettings(BaseModel):
+    """Retention of garrison's topics, set when garrison creates them
+    (``GARRISON_RETENTION_*``, milliseconds; -1 keeps records forever; None leaves the
+    broker's default, 7 days unless configured: ``=default``). Replay and history read these topics,
+    and a dead letter must stay until it is re-driven, so the default is forever."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    events_ms: RetentionMs = Field(default=-1, description="<app>.events")
+    state_changes_ms: RetentionMs = Field(default=-1, description="<app>.state-changes")
+    dlq_ms: RetentionMs = Field(default=-1, description="<app>.dlq, <app>.listener-redrive")
+
+
 class Topics(BaseModel):
     """The topic names of one garrison app, all derived from its name."""
 
@@ -110,12 +163,22 @@ class Topics(BaseModel):
     events: str
     state_changes: str
     dlq: str
+    listener_redrive: str = ""
+    latest: str | None = None
 
     @classmethod
-    def of(cls, app: str) -> Topics:
-        """``<app>.events``, ``<app>.state-changes``, ``<app>.dlq``. Timer firings travel
-        on the events topic, in the instance's own partition."""
-        return cls(events=f"{app}.events", state_changes=f"{app}.state-changes", dlq=f"{app}.dlq")
+    def of(cls, app: str, *, latest: bool = False) -> Topics:
+        """``<app>.events``, ``<app>.state-changes``, ``<app>.dlq``,
+        ``<app>.listener-redrive`` (listener dead letters sent back) and, if ``latest``,
+        the compacted ``<app>.latest``. Timer firings travel on the events topic, in the
+        instance's own partition."""
+        return cls(
+            events=f"{app}.events",
+            state_changes=f"{app}.state-changes",
+            dlq=f"{app}.dlq",
+            listener_redrive=f"{app}.listener-redrive",
+            latest=f"{app}.latest" if latest else None,
+        )
 
 
 class Settings(BaseSettings):
@@ -162,12 +225,13 @@ class Settings(BaseSettings):
         "is kept with the state in every transaction",
     )
     dedupe_ids: int = Field(default=16, ge=1, description="recent event ids kept per instance")
-    tombstone_retention_s: float = Field(
-        default=7 * 24 * 3600,
+    tombstone_retention_s: float | None = Field(
+        default=None,
         gt=0,
         description="how long an ended (expired or deleted) instance keeps its sequence "
-        "number and recent event ids, so a new event continues its sequence; keep it at "
-        "least the state-change topic's retention",
+        "number and recent event ids, so a new event continues its sequence; default: "
+        "as long as the state-change topic keeps changes (forever, or the broker's 7 "
+        "days), so no reader of an address's old changes sees its sequence repeat",
     )
     timer_tick_ms: int = Field(default=500, ge=10)
     gc_threshold: int = Field(
@@ -202,7 +266,19 @@ class Settings(BaseSettings):
         "the changelog",
     )
     web: WebSettings = WebSettings()
+    history: HistorySettings = HistorySettings()
+    retention: RetentionSettings = RetentionSettings()
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
+
+    @property
+    def tombstone_ms(self) -> int:
+        """How long a tombstone lives, in milliseconds (see ``tombstone_retention_s``)."""
+        if self.tombstone_retention_s is not None:
+            return int(self.tombstone_retention_s * 1000)
+        kept = self.retention.state_changes_ms
+        if kept is None:
+            return 7 * 24 * 3600 * 1000  # the broker's default retention
+        return 100 * 365 * 24 * 3600 * 1000 if kept < 0 else kept  # forever: a century
 
     @property
     def member_id(self) -> str:
@@ -216,7 +292,7 @@ class Settings(BaseSettings):
     @property
     def topics(self) -> Topics:
         """Topic names of this app."""
-        return Topics.of(self.app)
+        return Topics.of(self.app, latest=self.history.latest_topic)
 
 
 def load_settings() -> Settings:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pipeline.address import Address
 from pipeline.outcome import Outcome
 from pipeline.record import Record, load_record
+from tables.history import purge_writes, slot_write
 from tables.keys import OFFSET_KEY, encode_key
 from tables.store import PartitionStore
 from tables.timers import index_writes
@@ -28,8 +29,11 @@ class StateBatch:
         timers: PartitionStore,
         partition: int,
         parent: StateBatch | None = None,
+        *,
+        keep_history: int = 0,
     ) -> None:
         self._state = state
+        self.keep_history = keep_history
         self._timers = timers
         self.partition = partition
         # A batch whose writes are committed to the changelog but not yet in RocksDB:
@@ -60,12 +64,23 @@ class StateBatch:
             key = self._keys[address] = encode_key(*address)
         return key
 
-    def store(self, address: Address, outcome: Outcome, stored: bytes | None) -> None:
+    def store(
+        self, address: Address, outcome: Outcome, stored: bytes | None, change: bytes | None = None
+    ) -> None:
         """Record what ``outcome`` changes for the instance at ``address``; ``stored`` is
-        the new record's bytes (None: the instance is deleted)."""
+        the new record's bytes (None: the instance is deleted), ``change`` the published
+        state change's (kept in the instance's history, if the batch keeps one)."""
         key = self._key(address)
         self._records[address] = outcome.record
-        self.state_writes[key] = stored
+        writes = self.state_writes
+        writes[key] = stored
+        keep = self.keep_history
+        if keep:
+            if change is not None and outcome.change is not None:
+                slot, value = slot_write(key, outcome.change.seq, change, keep)
+                writes[slot] = value
+            elif outcome.status == "purged":
+                writes.update(purge_writes(key, keep))
         if outcome.timers:
             self.timer_writes.update(index_writes(key, outcome.timers))
 

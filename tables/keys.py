@@ -6,6 +6,11 @@ strings whatever characters they hold (no separator can be forged), and keeps ev
 tenant's keys under one prefix, so listing a tenant or a tenant's machine is a prefix
 scan. The same part codec (:func:`part`, :func:`read_part`) builds the timer index's
 keys (``tables.timers``).
+
+An instance's recent history (``tables.history``) lives in the state table too, under
+:data:`HISTORY_PREFIX` + its state key + a 2-byte slot: outside every tenant prefix (an
+encoded address starts with a digit), and an address's state key is self-delimiting,
+so one instance's slots are exactly the keys under :func:`history_prefix`.
 """
 
 from __future__ import annotations
@@ -13,13 +18,16 @@ from __future__ import annotations
 from pipeline.address import Address
 
 __all__ = [
+    "HISTORY_PREFIX",
     "OFFSET_KEY",
     "SEAL_KEY",
-    "encode_key",
     "decode_key",
-    "tenant_prefix",
+    "encode_key",
+    "history_key",
+    "history_prefix",
     "part",
     "read_part",
+    "tenant_prefix",
 ]
 
 # The state table's one key that is not an address: the events offset its partition's
@@ -29,6 +37,17 @@ OFFSET_KEY = b"\x00applied-offset"
 # The partition's seal key (pipeline.seal): random, made by the partition's first owner,
 # and kept with the state so every later owner seals and checks firings with it.
 SEAL_KEY = b"\x00seal-key"
+HISTORY_PREFIX = b"\x01h"
+
+
+def history_prefix(state_key: bytes) -> bytes:
+    """The prefix of every history slot of the instance at ``state_key``."""
+    return HISTORY_PREFIX + state_key
+
+
+def history_key(state_key: bytes, slot: int) -> bytes:
+    """The key of history slot ``slot`` (0 to 65535) of the instance at ``state_key``."""
+    return HISTORY_PREFIX + state_key + slot.to_bytes(2, "big")
 
 
 def part(text: str) -> bytes:

@@ -165,3 +165,15 @@ def consumed(
     """A record of the events topic holding ``value`` (an Event is encoded)."""
     raw = encode_event(value) if isinstance(value, Event) else value
     return Consumed(topic, partition, offset, timestamp, key, raw, headers)
+
+
+SEAL_KEY = b"k" * 32
+"""The seal key tests give a partition (``Rules(seal_key=SEAL_KEY)``)."""
+
+
+def sealed(ev: Event, *, offset: int = 0, key: bytes = SEAL_KEY) -> Consumed:
+    """A timer firing as garrison's delivery sends it: sealed with the partition's key."""
+    from pipeline.seal import SEAL_HEADER, seal
+
+    raw = encode_event(ev)
+    return consumed(raw, offset=offset, headers=((SEAL_HEADER, seal(key, raw)),))

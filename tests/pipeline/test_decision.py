@@ -17,7 +17,6 @@ from pipeline import (
     ChartMachine,
     Contract,
     Emit,
-    Event,
     Machine,
     Next,
     Registry,
@@ -30,11 +29,11 @@ from pipeline.decision import Applied, Rules, apply_record
 from pipeline.envelope import decode_event
 from pipeline.ids import timer_event_id
 from pipeline.record import Record, load_record
-from pipeline.seal import SEAL_HEADER, seal
+from pipeline.seal import SEAL_HEADER
 from pipeline.settings import Topics
 from pipeline.statechart import Chart
 from pipeline.step import TTL_TIMER
-from tests.samples import consumed, counter_machine, event, pinger_machine
+from tests.samples import SEAL_KEY, consumed, counter_machine, event, pinger_machine, sealed
 
 TOPICS = Topics.of("app")
 ADDRESS = Address("acme", "counter", "c1")
@@ -59,13 +58,7 @@ def _chart_machine() -> ChartMachine:
     )
 
 
-KEY = b"k" * 32  # the partition's seal key
-
-
-def sealed(ev: Event, *, offset: int = 0, key: bytes = KEY) -> Any:
-    """A timer firing as garrison's delivery sends it: sealed with the partition's key."""
-    raw = encode_event(ev)
-    return consumed(raw, offset=offset, headers=((SEAL_HEADER, seal(key, raw)),))
+KEY = SEAL_KEY  # the partition's seal key
 
 
 REG = Registry(

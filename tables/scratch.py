@@ -1,0 +1,54 @@
+"""A replay's scratch records on disk: a throwaway RocksDB (rocksdict) for replays of more
+instances than fit in memory (``garrison replay --scratch disk``)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from rocksdict import Options, Rdict
+
+from pipeline.address import Address
+from pipeline.record import Record, load_record
+from tables.keys import encode_key
+
+__all__ = ["DiskScratch"]
+
+
+class DiskScratch:
+    """Records by address in a RocksDB under a temporary folder, removed by :meth:`close`."""
+
+    def __init__(self, parent: Path | None = None) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="garrison-replay-", dir=parent))
+        self._n = 0
+        self._db = self._open()
+
+    def _open(self) -> Rdict:
+        self._n += 1
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        return Rdict(str(self._dir / f"scratch-{self._n}"), options)
+
+    def load(self, address: Address) -> Record | None:
+        """The instance's scratch record."""
+        raw = self._db.get(encode_key(*address))
+        return None if raw is None else load_record(bytes(raw))
+
+    def save(self, address: Address, record: Record | None, stored: bytes | None) -> None:
+        """Keep the record's bytes (None: forget it)."""
+        key = encode_key(*address)
+        if stored is None:
+            self._db.delete(key)
+        else:
+            self._db.put(key, stored)
+
+    def clear(self) -> None:
+        """Start afresh (a new database: faster than deleting every key)."""
+        self._db.close()
+        self._db = self._open()
+
+    def close(self) -> None:
+        """Close and remove everything."""
+        self._db.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
