@@ -8,23 +8,38 @@ events topic's layout is defined by.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 from aiokafka.partitioner import murmur2
 from aiokafka.producer import sender as aiokafka_sender
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
 from pipeline.settings import KafkaSettings
 
 __all__ = [
+    "MAX_BATCH_BYTES",
     "TXN_RETRY_BACKOFF_S",
     "UnroutableTopic",
+    "close_producer",
     "is_kafka_failure",
     "is_record_refused",
     "kafka_options",
     "partition_of",
+    "transactional_producer",
     "tune_transaction_retries",
 ]
+
+log = logging.getLogger(__name__)
+
+# A record batch the broker takes: its default max.message.bytes is 1,048,588 bytes per
+# batch. The pipeline keeps every record under GARRISON_MAX_RECORD_BYTES (900,000 by
+# default) so one record always fits a batch, with its headers.
+MAX_BATCH_BYTES = 1_000_000
 
 # A transaction's first AddPartitionsToTxn often meets the previous transaction's
 # markers still being written and gets CONCURRENT_TRANSACTIONS; aiokafka retries it
@@ -102,3 +117,59 @@ def is_kafka_failure(exc: BaseException) -> bool:
     return isinstance(
         exc, kafka_errors.KafkaError | OSError | TimeoutError | kafka_errors.IllegalOperation
     )
+
+
+async def transactional_producer(
+    kafka: KafkaSettings, transactional_id: str, label: str
+) -> AIOKafkaProducer:
+    """A started transactional producer (its ``init_transactions`` fences whoever held
+    ``transactional_id`` before). Waits for the broker as long as it takes, with
+    backoff, saying once (for ``label``) that it waits and once that it is back."""
+    waited = False
+
+    def waiting(state: RetryCallState) -> None:
+        nonlocal waited
+        if not waited:
+            waited = True
+            error = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "%s: waiting for the Kafka broker at %s (%s); retrying",
+                label,
+                kafka.bootstrap,
+                error,
+            )
+
+    retrying = AsyncRetrying(
+        wait=wait_exponential(multiplier=0.1, max=5.0),
+        retry=retry_if_exception(is_kafka_failure),
+        before_sleep=waiting,
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            producer = AIOKafkaProducer(
+                **kafka_options(kafka),
+                transactional_id=transactional_id,
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=2,
+                # The offsets of a new transaction can meet the previous one's still being
+                # completed (CONCURRENT_TRANSACTIONS); retry soon, not in 100 ms.
+                retry_backoff_ms=10,
+                max_batch_size=MAX_BATCH_BYTES,
+                max_request_size=4 * 1024 * 1024,
+            )
+            try:
+                await producer.start()
+            except BaseException:
+                await close_producer(producer)
+                raise
+    if waited:
+        log.warning("%s: the Kafka broker answers again", label)
+    return producer
+
+
+async def close_producer(producer: AIOKafkaProducer) -> None:
+    """Stop a producer within seconds, whatever state the broker is in."""
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await asyncio.wait_for(producer.stop(), 5.0)

@@ -25,7 +25,6 @@ every record it had not committed back at the front of its input, replaces its p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -34,10 +33,16 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka_errors
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
-from agents.kafka import is_kafka_failure, is_record_refused, kafka_options, partition_of
-from agents.outbox import MAX_BATCH_BYTES, Outbox
+from agents.inbox import Inbox
+from agents.kafka import (
+    close_producer,
+    is_kafka_failure,
+    is_record_refused,
+    partition_of,
+    transactional_producer,
+)
+from agents.outbox import Outbox
 from pipeline.address import Address
 from pipeline.decision import Rules, apply_record, dead_letter
 from pipeline.errors import InvalidOutput
@@ -89,14 +94,7 @@ class Lane:
         self.generation = generation  # the group generation it was started in
         self.serving = False  # its partition is sought and resumed: records may come
         self.tp = TopicPartition(dispatcher.settings.topics.events, partition)
-        # Unbounded queue, bounded by records queued (see put): at a paced rate chunks
-        # are tiny, and a bound on chunks would stall the shared fetch loop behind one
-        # lane that is committing.
-        self.inbox: asyncio.Queue[Sequence[Any]] = asyncio.Queue()
-        self.queued = 0
-        self.spill: Sequence[Any] = ()  # records to take before the inbox (a redo, a rest)
-        self.room = asyncio.Event()
-        self.room.set()
+        self.inbox = Inbox(4 * dispatcher.settings.batch_size)
         self.producer: AIOKafkaProducer | None = None
         self.task: asyncio.Task[None] | None = None
         self.closed = False
@@ -107,7 +105,6 @@ class Lane:
         self.offsets_at = float("-inf")  # loop time the group's offsets were last sent
         self.seal_key: bytes | None = None
         self.rules: Rules = dispatcher.rules
-        self._waiting = False  # said once per outage that the broker is awaited
 
     # -- life ---------------------------------------------------------------------------
 
@@ -151,66 +148,22 @@ class Lane:
     async def stop(self) -> None:
         """Stop: what is not committed is aborted (the next owner consumes it again)."""
         self.closed = True
-        self.room.set()  # a fetch loop waiting to put here must not wait for ever
+        self.inbox.close()  # a fetch loop waiting to put here must not wait for ever
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
         if self.producer is not None:
-            await _close(self.producer)
+            await close_producer(self.producer)
 
     async def put(self, chunk: Sequence[Any]) -> None:
-        """Queue a fetched chunk; waits while 4 batches' worth are queued already."""
-        await self.room.wait()
-        if self.closed:
-            return
-        self.queued += len(chunk)
-        if self.queued >= 4 * self.d.settings.batch_size:
-            self.room.clear()
-        self.inbox.put_nowait(chunk)
+        """Hand the lane fetched records (waits while it has 4 batches' worth)."""
+        await self.inbox.put(chunk)
 
     async def _new_producer(self) -> AIOKafkaProducer:
         s = self.d.settings
-
-        def waiting(state: RetryCallState) -> None:
-            if not self._waiting:
-                self._waiting = True
-                error = state.outcome.exception() if state.outcome else None
-                log.warning(
-                    "partition %d: waiting for the Kafka broker at %s (%s); retrying",
-                    self.partition,
-                    s.kafka.bootstrap,
-                    error,
-                )
-
-        retrying = AsyncRetrying(
-            wait=wait_exponential(multiplier=0.1, max=5.0),
-            retry=retry_if_exception(is_kafka_failure),
-            before_sleep=waiting,
-            reraise=True,
+        return await transactional_producer(
+            s.kafka, f"{s.app}.dispatch.{self.partition}", f"partition {self.partition}"
         )
-        async for attempt in retrying:
-            with attempt:
-                producer = AIOKafkaProducer(
-                    **kafka_options(s.kafka),
-                    transactional_id=f"{s.app}.dispatch.{self.partition}",
-                    enable_idempotence=True,
-                    acks="all",
-                    linger_ms=2,
-                    # The offsets of a new transaction can meet the previous one's still
-                    # being completed (CONCURRENT_TRANSACTIONS); retry soon, not in 100 ms.
-                    retry_backoff_ms=10,
-                    max_batch_size=MAX_BATCH_BYTES,
-                    max_request_size=4 * 1024 * 1024,
-                )
-                try:
-                    await producer.start()
-                except BaseException:
-                    await _close(producer)
-                    raise
-        if self._waiting:
-            self._waiting = False
-            log.warning("partition %d: the Kafka broker answers again", self.partition)
-        return producer
 
     async def _new_seal(self) -> bytes:
         """A new seal key for the partition's timer firings, committed before any firing
@@ -243,7 +196,7 @@ class Lane:
     async def _recover(self, failure: _Failed) -> None:
         """Put back what was not committed, rebuild the producer, maybe isolate."""
         cause = failure.cause
-        self.spill = [*failure.records, *self.spill]
+        self.inbox.give_back(failure.records)
         self.resume = self.committed
         refused = is_record_refused(cause)
         if refused and failure.records:
@@ -273,7 +226,7 @@ class Lane:
         old, self.producer = self.producer, None
         if old is not None:
             # Do not wait for it: with the broker down its close would wait too.
-            asyncio.ensure_future(_close(old))
+            asyncio.ensure_future(close_producer(old))
         self.producer = await self._new_producer()
 
     async def _pump(self) -> None:
@@ -301,15 +254,19 @@ class Lane:
                         current.batch.parent = None  # the parent is in RocksDB now
                 size = 1 if self.isolate_until >= max(self.resume, 0) else s.batch_size
                 if current is None:
-                    chunk = await self._next()
+                    # Nothing being applied: wait for records, or for the transaction in
+                    # flight to end (a failure must be noticed without new input).
+                    chunk = await self.inbox.next(until=committing)
+                    if chunk is None:
+                        continue
                     current = self._open(None if sent is None else sent.batch, loop.time())
                 elif committing is not None:
                     if current.count >= size:  # full: no more until it is sent
                         await asyncio.wait({committing})
                         continue
-                    chunk = await self._next(until=committing)
+                    chunk = await self.inbox.next(until=committing)
                 elif current.count < size and (left := current.opened + linger - loop.time()) > 0:
-                    chunk = await self._next(timeout=left)
+                    chunk = await self.inbox.next(timeout=left)
                 else:
                     sent, current = current, None
                     committing = asyncio.create_task(self._commit(sent))
@@ -319,7 +276,8 @@ class Lane:
                 if chunk is not None:  # None: the transaction finished or the linger passed
                     room = size - current.count
                     if len(chunk) > room:
-                        chunk, self.spill = chunk[:room], chunk[room:]
+                        chunk, rest = chunk[:room], chunk[room:]
+                        self.inbox.give_back(rest)
                     await self._prepare(current, chunk)
                     if current.count == 0:
                         current = None  # only records applied before: nothing to send
@@ -327,33 +285,6 @@ class Lane:
             if committing is not None and not committing.done():
                 committing.cancel()
                 await asyncio.gather(committing, return_exceptions=True)
-
-    async def _next(
-        self, *, until: asyncio.Task[None] | None = None, timeout: float | None = None
-    ) -> Sequence[Any] | None:
-        """The next fetched chunk; None if ``until`` finishes or ``timeout`` passes first.
-        (A cancelled ``Queue.get`` leaves its item in the queue: nothing is lost.)"""
-        if self.spill:
-            chunk, self.spill = self.spill, ()
-            return chunk
-        if not self.inbox.empty():
-            return self._took(self.inbox.get_nowait())
-        if until is None and timeout is None:
-            return self._took(await self.inbox.get())
-        getter = asyncio.ensure_future(self.inbox.get())
-        try:
-            waits: set[asyncio.Future[Any]] = {getter} if until is None else {getter, until}
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            return self._took(getter.result()) if getter.done() else None
-        finally:
-            if not getter.done():
-                getter.cancel()
-
-    def _took(self, chunk: Sequence[Any]) -> Sequence[Any]:
-        self.queued -= len(chunk)
-        if self.queued < 4 * self.d.settings.batch_size:
-            self.room.set()
-        return chunk
 
     def _open(self, parent: StateBatch | None, now: float) -> _Prepared:
         """A new, empty batch reading through ``parent`` (the batch still committing)."""
@@ -442,7 +373,7 @@ class Lane:
     async def _replace_producer(self) -> None:
         old, self.producer = self.producer, None
         if old is not None:
-            asyncio.ensure_future(_close(old))
+            asyncio.ensure_future(close_producer(old))
         self.producer = await self._new_producer()
 
     async def _transact(self, prepared: _Prepared) -> None:
@@ -472,11 +403,14 @@ class Lane:
                 )
             try:
                 written = await out.flush()
-            finally:
+            except BaseException:
+                # The transaction is lost; its offsets request may never be answered
+                # (aiokafka waits on a transaction in error for ever): do not wait on it.
                 if offsets is not None:
-                    await asyncio.gather(offsets, return_exceptions=True)
+                    offsets.cancel()
+                raise
             if offsets is not None:
-                offsets.result()
+                await offsets
             await producer.commit_transaction()
         prepared.batch.apply_locally()
         self.committed = next_offset
@@ -487,9 +421,3 @@ class Lane:
             if last is not None:
                 store.set_changelog_offset(self.partition, last)
         d.stats.batches += 1
-
-
-async def _close(producer: AIOKafkaProducer) -> None:
-    """Stop a producer within seconds, whatever state the broker is in."""
-    with contextlib.suppress(Exception, asyncio.CancelledError):
-        await asyncio.wait_for(producer.stop(), 5.0)

@@ -17,15 +17,10 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError, RecordTooLargeError
 
-from agents.kafka import UnroutableTopic, partition_of
+from agents.kafka import MAX_BATCH_BYTES, UnroutableTopic, partition_of
 from pipeline.envelope import Headers
 
-__all__ = ["MAX_BATCH_BYTES", "Outbox"]
-
-# A record batch the broker takes: its default max.message.bytes is 1,048,588 bytes per
-# batch. The pipeline keeps every record under GARRISON_MAX_RECORD_BYTES (900,000 by
-# default) so one record always fits a batch, with its headers.
-MAX_BATCH_BYTES = 1_000_000
+__all__ = ["Outbox"]
 
 
 class Outbox:

@@ -29,6 +29,9 @@ class Behaviour(Protocol):
     version: int
     ttl_ms: int | None
     migrations: dict[int, Migration]
+    copies_state: bool
+    """True if :meth:`apply` hands the machine's own code a private copy of the state
+    itself (else ``step`` copies it first)."""
 
     @property
     def event_types(self) -> frozenset[str]:

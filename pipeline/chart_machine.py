@@ -108,6 +108,7 @@ class ChartMachine:
         if self.ttl_ms is not None and self.ttl_ms <= 0:
             raise InvalidDefinition(f"machine {self.name!r}: ttl must be positive")
         self.migrations: dict[int, Migration] = {}
+        self.copies_state = False  # step copies the snapshot before the chart sees it
         self.topics = frozenset(topics)
         for topic in self.topics:
             if not isinstance(topic, str) or _TOPIC.fullmatch(topic) is None:

@@ -21,14 +21,12 @@ Example::
 
 from __future__ import annotations
 
-import copy
-import inspect
 import re
-import typing
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+from datetime import timedelta
+from typing import Any, Generic, Protocol, TypeVar
 
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from pipeline.behaviour import Migration, migration_registrar
@@ -42,6 +40,8 @@ from pipeline.errors import (
     Rejected,
     UnknownEventType,
 )
+from pipeline.incoming import Incoming
+from pipeline.reducer import annotated_payload, check_reducer
 
 __all__ = ["Incoming", "Machine", "Reducer", "explain"]
 
@@ -49,31 +49,6 @@ S = TypeVar("S")
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 P = TypeVar("P")
 R = TypeVar("R", bound=Callable[..., Any])
-
-
-class Incoming(NamedTuple, Generic[P]):
-    """The event as a reducer sees it: ``data`` is the validated payload model.
-
-    Generic in the payload: annotate a reducer's event as ``Incoming[Added]`` and
-    ``event.data`` type-checks as ``Added`` (and ``Machine.on`` takes ``Added`` as the
-    payload contract when none is given).
-    """
-
-    id: str
-    type: str
-    tenant: str
-    machine: str
-    instance: str
-    time_ms: int
-    data: P
-    parentid: str | None = None
-
-    @property
-    def time(self) -> datetime:
-        """The event's time (aware, UTC); use it instead of the clock."""
-        return Event(
-            self.id, self.type, "", self.tenant, self.machine, self.instance, self.time_ms
-        ).time
 
 
 class Reducer(Protocol):
@@ -112,56 +87,9 @@ def _validated(
         ) from None
 
 
-def _check_reducer(event_type: str, fn: Callable[..., Any]) -> None:
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return  # builtins and C callables: trust them
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    variadic = any(p.kind is p.VAR_POSITIONAL for p in params)
-    required_kw = [p for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
-    if required_kw or (len(positional) != 3 and not (variadic and len(positional) <= 3)):
-        raise InvalidDefinition(
-            f"reducer {getattr(fn, '__name__', fn)!r} for {event_type!r} must take "
-            f"(config, state, event); it takes ({', '.join(p.name for p in params)})"
-        )
-    if inspect.iscoroutinefunction(fn):
-        raise InvalidDefinition(
-            f"reducer for {event_type!r} is async; reducers are pure and synchronous "
-            "(put I/O in a listener)"
-        )
-
-
-def _annotated_payload(event_type: str, fn: Callable[..., Any]) -> type[BaseModel] | None:
-    """The payload model named by a reducer's ``event: Incoming[Model]`` annotation."""
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return None
-    if len(params) < 3 or params[2].annotation is inspect.Parameter.empty:
-        return None
-    hint = params[2].annotation
-    if isinstance(hint, str):  # postponed evaluation (from __future__ import annotations)
-        if not hint.replace(" ", "").startswith("Incoming["):
-            return None
-        try:
-            # As typing.get_type_hints evaluates an annotation, but this one only: the
-            # others may name classes local to a function.
-            hint = eval(hint, getattr(fn, "__globals__", {}), {"Incoming": Incoming})  # noqa: S307
-        except Exception as exc:  # noqa: BLE001 - an annotation that does not resolve
-            raise InvalidDefinition(
-                f"reducer {getattr(fn, '__name__', fn)!r} for {event_type!r}: its event "
-                f"annotation {params[2].annotation!r} does not resolve "
-                f"({type(exc).__name__}: {exc}); define the payload model at module "
-                "level, or pass payload="
-            ) from None
-    if typing.get_origin(hint) is not Incoming:
-        return None
-    args = typing.get_args(hint)
-    model = args[0] if args else None
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return model
-    return None
+def _copy(value: Any) -> Any:
+    """A copy of a JSON-compatible value that shares nothing with it."""
+    return orjson.loads(orjson.dumps(value))
 
 
 class Machine(Generic[S]):
@@ -195,6 +123,8 @@ class Machine(Generic[S]):
             raise InvalidDefinition(f"machine {name!r}: ttl must be positive")
         self.migrations: dict[int, Migration] = {}
         self.emits = dict(emits or {})
+        # A model state reaches the reducer as a fresh model built from its JSON: a copy.
+        self.copies_state = state is not dict
         self.topics = frozenset(topics)  # service topics its reducers may Emit(topic=) to
         for topic in self.topics:
             if not isinstance(topic, str) or _TOPIC.fullmatch(topic) is None:
@@ -256,8 +186,8 @@ class Machine(Generic[S]):
             raise InvalidDefinition(f"payload for {event_type!r} must be a pydantic model")
 
         def register(fn: R) -> R:
-            _check_reducer(event_type, fn)
-            model = payload if payload is not None else _annotated_payload(event_type, fn)
+            check_reducer(event_type, fn)
+            model = payload if payload is not None else annotated_payload(event_type, fn)
             self._reducers[event_type] = (fn, model)
             return fn
 
@@ -277,11 +207,11 @@ class Machine(Generic[S]):
         reducer, payload = self._reducer(event.type)
         incoming = self._incoming(event, payload)
         if self._initial_fn is None:
-            # Every new instance gets its own copy: a pydantic model keeps Any-typed
-            # values by reference, so even a model state rebuilt from the shared dict
-            # would share them, and a reducer changing one in place would change the
-            # initial state of every later instance, of any tenant.
-            return self._run(reducer, copy.deepcopy(self._initial_state), incoming)
+            # Every new instance gets its own copy, or a reducer changing it in place would
+            # change the initial state of every later instance, of any tenant (a model
+            # state is copied by _run, which builds the model from the JSON).
+            shared = self._initial_state
+            return self._run(reducer, shared if self._model else _copy(shared), incoming)
         try:
             initial = self._initial_fn(self.config, incoming)
         except Exception as exc:  # noqa: BLE001 - user code: report, never crash
@@ -336,17 +266,26 @@ class Machine(Generic[S]):
     ) -> tuple[Any, tuple[Effect, ...]]:
         current = state
         if self._model is not None:
-            # A stored state the model refuses (its fields changed without a new version
-            # and a migration): dead-letter the event, keep the state.
-            current = _validated(
-                self._model,
-                state,
-                InvalidState,
-                f"stored state of {self.name!r} v{self.version}",
-                hint="; bump the version and register a migration",
-                event_type=incoming.type,
-                data=incoming.data,
-            )
+            # The model is built from the state's JSON, so it shares nothing with the
+            # stored state (pydantic keeps Any-typed values by reference): this is the
+            # reducer's private copy, made in one pass. A stored state the model refuses
+            # (its fields changed without a new version and a migration): dead-letter
+            # the event, keep the state.
+            try:
+                current = self._model.__pydantic_validator__.validate_json(orjson.dumps(state))
+            except TypeError as exc:  # a migration returned something that is not JSON
+                raise InvalidState(
+                    f"stored state of {self.name!r} v{self.version} is not JSON: {exc}",
+                    event_type=incoming.type,
+                ) from None
+            except ValidationError as exc:
+                raise InvalidState(
+                    f"stored state of {self.name!r} v{self.version} does not fit "
+                    f"{self._model.__name__}: {explain(exc)}; bump the version and register "
+                    "a migration",
+                    event_type=incoming.type,
+                    data=incoming.data,
+                ) from None
         try:
             result = reducer(self.config, current, incoming)
         except Exception as exc:  # noqa: BLE001 - user code: report, never crash

@@ -209,7 +209,8 @@ def _apply(
                 f"raised {type(exc).__name__}: {exc}",
                 event_type=event.type,
             ) from exc
-        state, effects = behaviour.apply(_private(current), event)
+        private = current if behaviour.copies_state else _private(current)
+        state, effects = behaviour.apply(private, event)
         prev, seq, created = record.state, record.seq + 1, record.created_ms
         clock = max(event.time_ms, record.updated_ms)
         timers = record.timers  # copied below only if something changes them

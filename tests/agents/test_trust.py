@@ -227,6 +227,26 @@ async def test_any_client_and_partitioner_gives_one_instance_per_address(
     assert sorted(c["seq"] for c in sdk) == [1, 2]
 
 
+async def _refused_by_kafka(bootstrap: str, topic: str) -> None:
+    """Wait until the broker refuses a 10 kB record on ``topic`` (a config change takes
+    effect a moment after it is made)."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for _ in range(100):
+            try:
+                await producer.send_and_wait(topic, b"x" * 10_000)
+            except MessageSizeTooLargeError:
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"the broker still takes 10 kB records on {topic}")
+    finally:
+        await producer.stop()
+
+
 def _seq(port: str, path: str) -> Any:
     status, body = curl(port, path)
     return body.get("seq") if status == 200 else None
@@ -250,6 +270,7 @@ async def test_bad_effects_are_dead_letters_and_the_partition_goes_on(
         )
     finally:
         await admin.close()
+    await _refused_by_kafka(bootstrap, SMALL_TOPIC)  # the broker applies the limit now
     events = [
         _event("t-bad", "shout", "x", "shout.counted", {}),
         _event("t-bad", "shout", "x", "shout.sent", {"to": "trust.undeclared"}),
