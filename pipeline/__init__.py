@@ -12,11 +12,13 @@ from pipeline.diagram import mermaid
 from pipeline.effect import CancelTimer, Emit, Next, SetTimer
 from pipeline.envelope import Event, decode_event, encode_event, new_event
 from pipeline.errors import (
+    AnswerTimeout,
     ContractViolation,
     GarrisonError,
     InvalidAddress,
     InvalidDefinition,
     InvalidEvent,
+    InvalidOperation,
     InvalidOutput,
     InvalidState,
     ReducerFailed,
@@ -24,7 +26,9 @@ from pipeline.errors import (
     TransitionNotAllowed,
     UnknownEventType,
     UnknownMachine,
+    WriteRejected,
 )
+from pipeline.kv import Scope
 from pipeline.listener import Listener, ListenerContext
 from pipeline.machine import Incoming, Machine
 from pipeline.outcome import Outcome, StateChange
@@ -73,4 +77,8 @@ __all__ = [
     "ServiceError",
     "error_event_type",
     "mermaid",
+    "AnswerTimeout",
+    "InvalidOperation",
+    "Scope",
+    "WriteRejected",
 ]
