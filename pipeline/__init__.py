@@ -36,6 +36,7 @@ from pipeline.record import Record
 from pipeline.registry import Registry
 from pipeline.settings import Settings
 from pipeline.step import fold, step
+from pipeline.trigger import KeyChange, TriggerContext
 
 __all__ = [
     "Address",
@@ -79,6 +80,8 @@ __all__ = [
     "mermaid",
     "AnswerTimeout",
     "InvalidOperation",
+    "KeyChange",
     "Scope",
+    "TriggerContext",
     "WriteRejected",
 ]
