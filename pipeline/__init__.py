@@ -5,6 +5,7 @@ RocksDB, so machines can be unit-tested, property-tested and replayed anywhere.
 """
 
 from pipeline.address import Address, check_id
+from pipeline.answer import Answer
 from pipeline.behaviour import Behaviour
 from pipeline.chart_machine import ChartMachine
 from pipeline.contract import Contract, ServiceError, error_event_type
@@ -78,6 +79,7 @@ __all__ = [
     "ServiceError",
     "error_event_type",
     "mermaid",
+    "Answer",
     "AnswerTimeout",
     "InvalidOperation",
     "KeyChange",
