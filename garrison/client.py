@@ -205,7 +205,7 @@ class Client:
         try:
             async with asyncio.timeout(timeout):
                 correlator = await self._answers()
-                future = correlator.expect(event.id)  # before the send: nothing slips past
+                future = correlator.expect(event)  # before the send: nothing slips past
                 await self.send_event(event, headers=REPLY_WANTED)
                 return await asyncio.shield(future)
         except TimeoutError:
@@ -218,7 +218,7 @@ class Client:
             ) from None
         finally:
             if correlator is not None and future is not None:
-                correlator.forget(event.id, future)
+                correlator.forget(event, future)
 
     @property
     def correlator(self) -> Correlator | None:

@@ -27,6 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from agents.kafka import kafka_options
 from agents.topics import admin_client, require_topics
 from pipeline.answer import Answer
+from pipeline.envelope import Event
 from pipeline.errors import GarrisonError
 from pipeline.outcome import StateChange
 from pipeline.settings import Settings
@@ -35,6 +36,12 @@ __all__ = ["Correlator"]
 
 log = logging.getLogger(__name__)
 
+_Key = tuple[str, str, str, str]
+
+
+def _key(event: Event) -> _Key:
+    return (event.tenant, event.machine, event.instance, event.id)
+
 
 class Correlator:
     """Answers to the events this client waits for, from what the workers publish."""
@@ -42,7 +49,9 @@ class Correlator:
     def __init__(self, settings: Settings, *, fetch_max_wait_ms: int = 100) -> None:
         self._settings = settings
         self._fetch_max_wait_ms = fetch_max_wait_ms
-        self._waiters: dict[str, list[asyncio.Future[Answer]]] = {}
+        # Keyed by the event's address and id: ids are idempotency keys per instance,
+        # so the same id sent to two instances is two events with two answers.
+        self._waiters: dict[_Key, list[asyncio.Future[Answer]]] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self.records = 0  # records read, for tests and the bench
@@ -110,27 +119,28 @@ class Correlator:
                 if not future.done():
                     future.set_exception(GarrisonError("the client stopped before the answer"))
 
-    def expect(self, event_id: str) -> asyncio.Future[Answer]:
-        """A future for the answer to ``event_id``; register it before sending."""
+    def expect(self, event: Event) -> asyncio.Future[Answer]:
+        """A future for the answer to ``event``; register it before sending."""
         if self._task is None or self._task.done():
             raise GarrisonError("the answer reader is not running; start the client first")
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(event_id, []).append(future)
+        self._waiters.setdefault(_key(event), []).append(future)
         return future
 
-    def forget(self, event_id: str, future: asyncio.Future[Answer]) -> None:
+    def forget(self, event: Event, future: asyncio.Future[Answer]) -> None:
         """Stop waiting (a timeout, an error): drop ``future``."""
-        futures = self._waiters.get(event_id)
+        key = _key(event)
+        futures = self._waiters.get(key)
         if futures is None:
             return
         if future in futures:
             futures.remove(future)
         if not futures:
-            del self._waiters[event_id]
+            del self._waiters[key]
 
     @property
     def waiting(self) -> int:
-        """Event ids with someone waiting."""
+        """Events with someone waiting."""
         return len(self._waiters)
 
     async def _run(self) -> None:
@@ -157,9 +167,9 @@ class Correlator:
     def _answer(self, topic: str, changes: str, dlq: str, rec: Any) -> Answer | None:
         try:
             if topic == changes:
-                # The event id first, the whole change only for one somebody waits for.
-                event_id = orjson.loads(rec.value).get("event_id")
-                if event_id not in self._waiters:
+                # The address and id first, the whole change only for one awaited.
+                o = orjson.loads(rec.value)
+                if (o["tenant"], o["machine"], o["instance"], o["event_id"]) not in self._waiters:
                     return None
                 return Answer.from_change(StateChange.from_json(rec.value))
             if topic == dlq:
@@ -169,6 +179,7 @@ class Correlator:
             return None  # a foreign record on our topics: not an answer
 
     def _resolve(self, answer: Answer) -> None:
-        for future in self._waiters.pop(answer.event_id, ()):
+        key = (answer.tenant, answer.machine, answer.instance, answer.event_id)
+        for future in self._waiters.pop(key, ()):
             if not future.done():
                 future.set_result(answer)

@@ -129,6 +129,13 @@ async def test_many_callers_in_two_clients_share_one_reader_each(
         seqs = sorted(s for s, _ in results)
         assert seqs == list(range(1, 61))  # every caller got its own change
         assert all(seq == count for seq, count in results)
+        # Ids are idempotency keys per instance: the same id for two instances is two
+        # events, and each caller gets its own instance's answer.
+        a, b = await asyncio.gather(
+            client.update(tenant, "counter", "a", "counter.added", {"amount": 1}, id="same"),
+            client.update(tenant, "counter", "b", "counter.added", {"amount": 2}, id="same"),
+        )
+        assert (a.instance, a.state["total"], b.instance, b.state["total"]) == ("a", 1, "b", 2)
         assert client.correlator is not None
         assert other.correlator is not None
         assert client.correlator.waiting == other.correlator.waiting == 0
