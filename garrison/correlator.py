@@ -5,13 +5,14 @@ its first ``update``. It assigns itself every partition of ``<app>.state-changes
 ``<app>.dlq`` and ``<app>.replies`` (no consumer group: each client process reads on
 its own, so any number of processes can wait at once), seeks to their ends before the
 first event is sent, and from then on reads what the workers commit. A waiter is
-registered under its event id *before* the event is sent, so its answer cannot slip
-past; records nobody waits for are dropped unread. The worker does nothing for this
+registered under its event's address and id *before* the event is sent, so its answer
+cannot slip past; while nobody waits, what arrives is dropped unread (else each state
+change is decoded once, for its address and id). The worker does nothing for this
 beyond what it publishes anyway (see ``pipeline.answer``).
 
 What a client reads grows with the app's state-change traffic, not with its own: a
 client waiting for a few events of a busy app still fetches every change (and drops
-it). That is the price of asking nothing of the worker; docs/kv.md has the numbers.
+it). That is the price of asking nothing of the worker (docs/kv.md).
 """
 
 from __future__ import annotations
