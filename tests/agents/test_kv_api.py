@@ -244,7 +244,19 @@ async def test_cli_kv_commands_and_their_errors(client: Client, worker: WorkerPr
     for args, code, text in (
         (("set", "acme", "config", key, "{oops"), 2, "VALUE is not JSON"),
         (("set", "acme", "config", "a/b", "1"), 2, "key id 'a/b' contains '/'"),
+        (("set", "acme", "a b", key, "1"), 2, "scope id 'a b' contains ' '"),
         (("update", "acme", "config", key, '[{"op": "nope"}]'), 2, "unknown op 'nope'"),
+        (
+            (
+                "update",
+                "acme",
+                "config",
+                key,
+                '[{"op": "set", "path": "flags.beta.x", "value": 1}]',
+            ),
+            1,
+            "'flags.beta' is a boolean, not an object",
+        ),  # fmt: skip
         (("update", "acme", "config", key, '{"op": "set"}'), 2, "OPS must be a JSON list"),
         (
             ("update", "acme", "config", key, '[{"op": "increment", "path": "flags"}]'),

@@ -158,11 +158,20 @@ def test_in_the_pipeline_bad_addresses_and_undeclared_scopes_are_dead_letters() 
     rules = Rules(REG, Topics.of("app"))
     cases = [
         (kv("kv.set", {"value": 1}, key="a/b"), "decode", "instance id 'a/b' contains '/'"),
+        (kv("kv.set", {"value": 1}, scope="a b"), "decode", "machine id 'kv.a b' contains ' '"),
+        (
+            kv("kv.update", {"ops": [{"op": "set", "path": "a.b", "value": 1}]}),
+            "operation",
+            "the value is a number, not an object",  # the stored value below is 5
+        ),
         (kv("kv.set", {"value": 1}, scope="nope"), "route", "no machine named 'kv.nope'"),
         (kv("kv.update", {"ops": [{"op": "x"}]}), "operation", "unknown op 'x'"),
     ]
+    stored = Record({"value": 5}, 1, 1, T0, T0, recent=("e0",))
     for ev, stage, text in cases:
-        applied = apply_record(rules, lambda a: None, consumed(ev))
+        applied = apply_record(
+            rules, lambda a: stored if a == ("acme", "kv.users", "u1") else None, consumed(ev)
+        )
         assert applied.verdict == "rejected"
         [letter] = applied.outputs
         headers = DeadLetter.read_headers(letter.headers)
