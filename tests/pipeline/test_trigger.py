@@ -160,3 +160,11 @@ def test_a_trigger_takes_change_and_context_and_a_unique_name() -> None:
 
     with pytest.raises(InvalidDefinition, match="two listeners are named 'audit'"):
         reg.trigger(scope="users", name="audit")(lambda c, ctx: None)
+
+
+def test_a_trigger_keeps_the_listener_retry_settings() -> None:
+    reg = registry()
+    reg.trigger(scope="users", name="a")(lambda c, ctx: None)
+    reg.trigger(scope="users", name="b", retries=0, backoff_s=1.5)(lambda c, ctx: None)
+    a, b = reg.listeners
+    assert (a.retries, a.backoff_s, b.retries, b.backoff_s) == (3, 0.2, 0, 1.5)
