@@ -6,7 +6,10 @@
   scope's keys (storage order), those starting with ``prefix``; ``next`` is the cursor
   of the following page; ``count=true`` adds the number of matching keys, and
   ``values=true`` each key's value;
-- ``GET /kv/{tenant}/{scope}/{key}``: one value, its seq, last write and expiry.
+- ``GET /kv/{tenant}/{scope}/{key}?min_seq=``: one value, its seq, last write and
+  expiry; with ``min_seq``, once the store has the key at that seq or later (a client
+  reading its own write: the store is written just after the write's transaction
+  commits), waiting up to 2 s, else 503.
 
 Like ``agents.api`` (whose ``refused`` check these routes take, so tokens scope them
 the same way), a tenant's reads are served by the worker that owns its partition and
@@ -19,6 +22,7 @@ Listing scans the scope's keys in the store: a page costs the keys it passes ove
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import time
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["MAX_LIMIT", "add_kv_api"]
 
 MAX_LIMIT = 1000
+_CATCH_UP_S = 2.0  # how long a read waits for the store to reach a given seq
 Refused = Callable[[web.View, web.Request, str], web.Response | None]
 
 
@@ -56,6 +61,14 @@ def _flag(raw: str | None, name: str) -> bool:
     if raw in ("true", "1", ""):
         return True
     raise ValueError(f"{name} must be true or false, got {raw!r}")
+
+
+def _min_seq(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"min_seq must be a whole number >= 1, got {raw!r}")
+    return int(raw)
 
 
 def _limit(raw: str | None) -> int:
@@ -199,11 +212,31 @@ def add_kv_api(app: GarrisonApp, refused: Refused) -> None:
             check_key(key)
             if scope not in scopes:
                 return no_scope(view, scope)
-            raw = app.state_store.get(
-                partition_of(tenant.encode(), partitions),
-                encode_key(tenant, scope_machine(scope), key),
-            )
-            rec = None if raw is None else load_record(raw)
+            at_least = _min_seq(request.query.get("min_seq"))
+            where = partition_of(tenant.encode(), partitions)
+            stored = encode_key(tenant, scope_machine(scope), key)
+
+            def read() -> Record | None:
+                raw = app.state_store.get(where, stored)
+                return None if raw is None else load_record(raw)
+
+            rec = read()
+            if at_least is not None and (rec is None or rec.seq < at_least):
+                # Read your writes: a lane writes its store just after its transaction
+                # commits, so a client that saw its write's state change may ask a
+                # moment before the store has it. Wait for that moment, boundedly.
+                deadline = time.monotonic() + _CATCH_UP_S
+                while (rec is None or rec.seq < at_least) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.002)
+                    rec = read()
+                if rec is None or rec.seq < at_least:
+                    have = "nothing" if rec is None else f"seq {rec.seq}"
+                    return error(
+                        view,
+                        503,
+                        f"this worker has {have} for {key!r}, not yet seq {at_least}; retry "
+                        "(it may be taking over the tenant's partition)",
+                    )
             if rec is None or not _live(rec, int(time.time() * 1000)):
                 return error(view, 404, f"no key {key!r} in scope {scope!r}", missing="key")
             timer = rec.timers.get(EXPIRE_TIMER)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import builtins
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -92,6 +93,9 @@ class KeyPage:
     count: int | None = None
 
 
+_REMEMBERED = 10_000  # keys whose last write's seq a client keeps
+
+
 def worker_base(settings: Settings, host: str | None = None, port: int | None = None) -> str:
     """A worker's API: ``host``/``port``, else this machine's worker as the settings
     describe it."""
@@ -111,6 +115,17 @@ class KvReader:
         self._base = (url or worker_base(settings)).rstrip("/")
         self._token = token
         self._session: aiohttp.ClientSession | None = None
+        # The seq of this client's last answered write per key, so that a get after it
+        # sees it (read your writes; see agents.kv_api), for the most recent keys.
+        self._written: OrderedDict[tuple[str, str, str], int] = OrderedDict()
+
+    def _wrote(self, tenant: str, scope: str, key: str, seq: int | None) -> None:
+        if seq is None:
+            return
+        where = (tenant, scope, key)
+        self._written[where] = max(seq, self._written.pop(where, 0))
+        if len(self._written) > _REMEMBERED:
+            self._written.popitem(last=False)
 
     async def close(self) -> None:
         """Close the HTTP connections."""
@@ -142,10 +157,13 @@ class KvReader:
         return ReadFailed(f"{status}: {error}", status=status)
 
     async def get(self, tenant: str, scope: str, key: str) -> Entry | None:
-        """The key's value, or None if it does not exist (or has expired)."""
+        """The key's value, or None if it does not exist (or has expired). After a write
+        of this client that waited for its answer, the value is that write's or later."""
         check_scope(scope)
         check_key(key)
-        status, body = await self._get("/kv/" + _quote(tenant, scope, key))
+        seq = self._written.get((tenant, scope, key))
+        params = None if seq is None else {"min_seq": str(seq)}
+        status, body = await self._get("/kv/" + _quote(tenant, scope, key), params)
         if status == 404 and isinstance(body, dict) and body.get("missing") == "key":
             return None
         if status != 200:
@@ -274,6 +292,7 @@ class StateClient(KvReader):
             await self._client.send_event(event, wait=False)
             return Answer.sent(event)
         answer = await self._client.update_event(event, timeout=timeout)
+        self._wrote(tenant, scope, key, answer.seq)
         if answer.status == "rejected":
             raise WriteRejected(
                 f"{type} of {tenant}/{scope}/{key} was rejected at stage {answer.stage}: "

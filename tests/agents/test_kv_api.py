@@ -114,6 +114,13 @@ async def test_set_get_update_delete_list_and_scopes(worker: WorkerProcess) -> N
         assert (len(counted.keys), counted.count) == (1, 5)
         assert await c.state.scopes(t) == ["config", "users"]
         assert await c.state.scopes(tenant()) == []
+        # Read your writes: a get right after a write sees that write (the store is
+        # written just after the transaction commits; the get waits for it).
+        for i in range(20):
+            await c.state.set(t, "users", "ryw", i)
+            entry = await c.state.get(t, "users", "ryw")
+            assert entry is not None
+            assert (entry.value, entry.seq) == (i, i + 1)
 
 
 async def test_a_ttl_key_expires_and_is_not_served_after(client: Client) -> None:
@@ -189,6 +196,8 @@ async def test_http_reads_say_what_is_wrong_and_keep_tenants_apart(
         ("/kv/acme/users?limit=0", 400, "limit must be a whole number from 1 to 1000"),
         ("/kv/acme/users?cursor=bm9wZQ", 400, "cursor is not one this listing returned"),
         ("/kv/acme/users?count=maybe", 400, "count must be true or false"),
+        (f"/kv/acme/users/{key}?min_seq=x", 400, "min_seq must be a whole number >= 1"),
+        (f"/kv/acme/users/{key}?min_seq=9", 503, "has seq 1 for"),
         ("/kv/acme/nope", 404, "no scope 'nope'; this app declares: cache, config, users"),
         ("/kv/acme/users/ghost", 404, "no key 'ghost' in scope 'users'"),
     ):
