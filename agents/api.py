@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from faust import web
 
 from agents.kafka import partition_of
+from agents.kv_api import add_kv_api
 from pipeline.address import check_id
 from pipeline.errors import InvalidAddress
 from pipeline.record import load_record
@@ -213,3 +214,4 @@ def add_api(app: GarrisonApp) -> None:
     from agents.history_api import add_history_api  # it imports authorize from here
 
     add_history_api(app)
+    add_kv_api(app, refused)  # /kv/...: key-value scopes, with the same token check

@@ -113,6 +113,8 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
         topics.state_changes: retention(keep.state_changes_ms),
         topics.dlq: retention(keep.dlq_ms),
         topics.listener_redrive: retention(keep.dlq_ms),
+        # An answer matters only while its sender waits (seconds): an hour is plenty.
+        topics.replies: retention(3_600_000),
     }
     if topics.latest is not None:
         configs[topics.latest] = {"cleanup.policy": "compact"}

@@ -3,7 +3,8 @@
 ``garrison kafka up|down|status``  run a local Apache Kafka (no Docker needed)
 ``garrison worker APP``            run a dispatch worker for the machines in module APP
 ``garrison listen APP``            run APP's listeners on the state-change topic
-``garrison send ...``              send one event
+``garrison send ...``              send one event (``--wait``: and print its outcome)
+``garrison kv ...``                key-value scopes: set, get, update, delete, list, scopes
 ``garrison tail``                  follow state changes
 ``garrison state get T M I``       read one instance's state from the worker's query API
 ``garrison diagram APP MACHINE``   print a machine as a Mermaid state diagram
@@ -38,6 +39,7 @@ from aiokafka.errors import KafkaError
 from garrison import __version__
 from garrison.dlq_cli import dlq
 from garrison.history_cli import history
+from garrison.kv_cli import echo_answer, kv
 from garrison.local_kafka import LocalKafka
 from garrison.replay_cli import replay
 from pipeline.errors import GarrisonError
@@ -151,21 +153,47 @@ def listen(app: str) -> int:
 @click.argument("type")
 @click.option("--data", help="JSON payload")
 @click.option("--id", "event_id", help="event id (idempotency key); default a new uuid")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="wait for the outcome and print it as JSON (exit 1: rejected, 3: no answer in time)",
+)
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="with --wait: seconds")
 def send(
-    tenant: str, machine: str, instance: str, type: str, data: str | None, event_id: str | None
+    tenant: str,
+    machine: str,
+    instance: str,
+    type: str,
+    data: str | None,
+    event_id: str | None,
+    wait: bool,
+    timeout: float,
 ) -> int:
     from garrison.client import Client
+    from pipeline.answer import Answer
+    from pipeline.errors import AnswerTimeout
 
     try:
         payload = json.loads(data) if data else None
     except json.JSONDecodeError as exc:
         raise GarrisonError(f"--data is not JSON: {exc}") from None
 
-    async def go() -> str:
+    async def go() -> str | Answer:
         async with Client(load_settings(), source="garrison.cli", connect_timeout_s=5) as client:
+            if wait:
+                return await client.update(
+                    tenant, machine, instance, type, payload, id=event_id, timeout=timeout
+                )
             return await client.send(tenant, machine, instance, type, payload, id=event_id)
 
-    click.echo(asyncio.run(go()))
+    try:
+        result = asyncio.run(go())
+    except AnswerTimeout as exc:
+        click.echo(f"garrison: {exc}", err=True)
+        return 3
+    if isinstance(result, Answer):
+        return echo_answer(result)
+    click.echo(result)
     return 0
 
 
@@ -284,6 +312,7 @@ def diagram(app: str, machine: str, version: int | None) -> int:
 cli.add_command(history)
 cli.add_command(replay)
 cli.add_command(dlq)
+cli.add_command(kv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

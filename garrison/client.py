@@ -6,6 +6,14 @@ Example::
 
     async with Client(Settings()) as client:
         await client.send("acme", "order", "o-1", "order.placed", {"sku": "x"})
+        answer = await client.update("acme", "order", "o-1", "order.paid", timeout=5)
+        answer.status, answer.seq, answer.state  # "applied", 2, {...}
+        await client.state.set("acme", "users", "u1", {"name": "ann"})  # key-value
+
+``update`` sends the event and waits for its outcome: the state change it made, its
+dead letter, or (the event id was applied before) a duplicate; one read_committed
+consumer per client serves every waiter (:mod:`garrison.correlator`). ``state`` is the
+key-value scopes' client (:mod:`garrison.kv_client`).
 
 Ids, tenant and instance are validated before anything is sent, so a bad call fails
 at once with :class:`~pipeline.errors.InvalidAddress` or
@@ -15,6 +23,7 @@ it gives each event a new id (a uuid) and the current time unless the caller doe
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import datetime
@@ -25,8 +34,11 @@ from aiokafka import AIOKafkaProducer
 
 from agents.kafka import kafka_options
 from agents.topics import require_topics
-from pipeline.envelope import Event, encode_event, new_event
-from pipeline.errors import InvalidEvent
+from garrison.correlator import Correlator
+from garrison.kv_client import StateClient
+from pipeline.answer import REPLY_WANTED, Answer
+from pipeline.envelope import Event, Headers, encode_event, new_event
+from pipeline.errors import AnswerTimeout, InvalidEvent
 from pipeline.settings import Settings
 
 __all__ = ["Client", "make_event"]
@@ -63,7 +75,11 @@ def make_event(
 
 
 class Client:
-    """Sends events to ``<app>.events``, keyed by tenant; idempotent producer."""
+    """Sends events to ``<app>.events``, keyed by tenant; idempotent producer.
+
+    ``url`` and ``token`` are for the key-value reads (``client.state.get``): a worker's
+    HTTP API (default: this machine's worker as ``settings.web`` describes it) and the
+    bearer token, if reads need one."""
 
     def __init__(
         self,
@@ -71,11 +87,17 @@ class Client:
         *,
         source: str = "garrison.client",
         connect_timeout_s: float | None = None,
+        url: str | None = None,
+        token: str | None = None,
     ) -> None:
         self._settings = settings
         self._source = source
         self._wait_s = connect_timeout_s
         self._producer: AIOKafkaProducer | None = None
+        self._correlator: Correlator | None = None
+        self._starting: asyncio.Task[Correlator] | None = None
+        self.state = StateClient(self, settings, url=url, token=token)
+        """Key-value state: ``set``, ``get``, ``update``, ``delete``, ``list``, ``scopes``."""
 
     async def start(self) -> None:
         """Connect the producer, once the broker answers and the app's events topic
@@ -89,6 +111,14 @@ class Client:
 
     async def stop(self) -> None:
         """Flush and disconnect."""
+        if self._starting is not None:
+            self._starting.cancel()
+            await asyncio.gather(self._starting, return_exceptions=True)
+            self._starting = None
+        if self._correlator is not None:
+            await self._correlator.stop()
+            self._correlator = None
+        await self.state.close()
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
@@ -126,16 +156,97 @@ class Client:
         return event.id
 
     async def send_event(
-        self, event: Event, *, wait: bool = True, topic: str | None = None
+        self,
+        event: Event,
+        *,
+        wait: bool = True,
+        topic: str | None = None,
+        headers: Headers | None = None,
     ) -> None:
         """Send a prepared event (to ``topic``, default the events topic)."""
         if self._producer is None:
             raise RuntimeError("Client is not started; use `async with Client(settings)`")
         future = await self._producer.send(
-            topic or self._settings.topics.events, encode_event(event), key=event.tenant.encode()
+            topic or self._settings.topics.events,
+            encode_event(event),
+            key=event.tenant.encode(),
+            headers=list(headers) if headers else None,
         )
         if wait:
             await future
+
+    async def update(
+        self,
+        tenant: str,
+        machine: str,
+        instance: str,
+        type: str,
+        data: Any = None,
+        *,
+        timeout: float = 10.0,
+        id: str | None = None,
+        time: datetime | None = None,
+    ) -> Answer:
+        """Send one event and return its outcome once a worker has decided it: status
+        ``applied`` (with the new ``seq`` and ``state``), ``rejected`` (with the dead
+        letter's ``stage`` and ``reason``) or ``duplicate`` (``id`` was applied before).
+        Raises :class:`~pipeline.errors.AnswerTimeout` when no answer comes within
+        ``timeout`` seconds (sending included)."""
+        event = make_event(
+            tenant, machine, instance, type, data, id=id, source=self._source, time_=time
+        )
+        return await self.update_event(event, timeout=timeout)
+
+    async def update_event(self, event: Event, *, timeout: float = 10.0) -> Answer:
+        """:meth:`update` for a prepared event."""
+        where = f"{event.tenant}/{event.machine}/{event.instance}"
+        future: asyncio.Future[Answer] | None = None
+        correlator: Correlator | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                correlator = await self._answers()
+                future = correlator.expect(event)  # before the send: nothing slips past
+                await self.send_event(event, headers=REPLY_WANTED)
+                return await asyncio.shield(future)
+        except TimeoutError:
+            raise AnswerTimeout(
+                f"no answer to event {event.id!r} ({event.type} for {where}) within "
+                f"{timeout:g} s; is a worker of app {self._settings.app!r} running? The "
+                "event may still be applied: send it again with the same id to learn its "
+                "outcome (duplicate, if it was applied)",
+                event_id=event.id,
+            ) from None
+        finally:
+            if correlator is not None and future is not None:
+                correlator.forget(event, future)
+
+    @property
+    def correlator(self) -> Correlator | None:
+        """The one answer reader of this client (None until the first ``update``)."""
+        return self._correlator
+
+    async def _answers(self) -> Correlator:
+        """The client's one answer reader, started on first use (once, however many
+        callers ask at the same time)."""
+        if self._correlator is not None:
+            return self._correlator
+        if self._producer is None:
+            raise RuntimeError("Client is not started; use `async with Client(settings)`")
+        if self._starting is None:
+            self._starting = asyncio.create_task(self._start_answers())
+        starting = self._starting
+        try:
+            return await asyncio.shield(starting)
+        except Exception:
+            if self._starting is starting and starting.done():
+                self._starting = None  # failed: the next caller tries again
+            raise
+
+    async def _start_answers(self) -> Correlator:
+        correlator = Correlator(self._settings)
+        await correlator.start()
+        self._correlator = correlator
+        return correlator
 
     async def flush(self) -> None:
         """Wait until every queued event is delivered."""

@@ -5,6 +5,7 @@ RocksDB, so machines can be unit-tested, property-tested and replayed anywhere.
 """
 
 from pipeline.address import Address, check_id
+from pipeline.answer import Answer
 from pipeline.behaviour import Behaviour
 from pipeline.chart_machine import ChartMachine
 from pipeline.contract import Contract, ServiceError, error_event_type
@@ -12,11 +13,13 @@ from pipeline.diagram import mermaid
 from pipeline.effect import CancelTimer, Emit, Next, SetTimer
 from pipeline.envelope import Event, decode_event, encode_event, new_event
 from pipeline.errors import (
+    AnswerTimeout,
     ContractViolation,
     GarrisonError,
     InvalidAddress,
     InvalidDefinition,
     InvalidEvent,
+    InvalidOperation,
     InvalidOutput,
     InvalidState,
     ReducerFailed,
@@ -24,7 +27,9 @@ from pipeline.errors import (
     TransitionNotAllowed,
     UnknownEventType,
     UnknownMachine,
+    WriteRejected,
 )
+from pipeline.kv import Scope
 from pipeline.listener import Listener, ListenerContext
 from pipeline.machine import Incoming, Machine
 from pipeline.outcome import Outcome, StateChange
@@ -32,6 +37,7 @@ from pipeline.record import Record
 from pipeline.registry import Registry
 from pipeline.settings import Settings
 from pipeline.step import fold, step
+from pipeline.trigger import KeyChange, TriggerContext
 
 __all__ = [
     "Address",
@@ -73,4 +79,11 @@ __all__ = [
     "ServiceError",
     "error_event_type",
     "mermaid",
+    "Answer",
+    "AnswerTimeout",
+    "InvalidOperation",
+    "KeyChange",
+    "Scope",
+    "TriggerContext",
+    "WriteRejected",
 ]

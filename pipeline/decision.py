@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
 from pipeline.address import Address
+from pipeline.answer import duplicate_reply, wants_reply
 from pipeline.deadletter import DeadLetter, Headers
 from pipeline.envelope import decode_event, encode_event
 from pipeline.errors import ForgedEvent, InvalidOutput, Rejected
@@ -90,8 +91,9 @@ class Applied(NamedTuple):
     """What :func:`apply_record` decided. ``outcome`` is set when there is something to
     store for ``address`` (applied, rearmed, expired), with ``stored``, the record's
     bytes (None: delete it); ``outputs`` are the records to produce, a dead letter
-    among them when ``verdict`` is ``rejected`` (``stage`` and ``reason`` say why);
-    ``change`` is the published state change's bytes (what the worker's history keeps)."""
+    among them when ``verdict`` is ``rejected`` (``stage`` and ``reason`` say why), a
+    reply when a ``duplicate`` carried ``pipeline.answer.REPLY_HEADER``; ``change`` is
+    the published state change's bytes (what the worker's history keeps)."""
 
     verdict: Verdict
     address: Address | None = None
@@ -160,9 +162,10 @@ def apply_record(rules: Rules, load: Loader, rec: Consumed) -> Applied:
         # wrong key): never applied here; the tenant's partition gets it as it came.
         out = Output(rules.topics.events, event.tenant.encode(), rec.value, rec.headers, where)
         return Applied("forwarded", address, outputs=(out,))
+    current = load(address)
     outcome = step(
         rules.registry,
-        load(address),
+        current,
         event,
         keep_ids=rules.keep_ids,
         tombstone_ms=rules.tombstone_ms,
@@ -172,6 +175,12 @@ def apply_record(rules: Rules, load: Loader, rec: Consumed) -> Applied:
         assert outcome.rejection is not None
         return dead_letter(rules, rec, outcome.rejection)
     if verdict == "duplicate" or verdict == "stale":
+        if verdict == "duplicate" and wants_reply(rec.headers):
+            # A sender waits (pipeline.answer): a duplicate publishes nothing else.
+            reply = Output(
+                rules.topics.replies, event.tenant.encode(), duplicate_reply(event, current)
+            )
+            return Applied(verdict, address, outputs=(reply,), reason=outcome.reason)
         return Applied(verdict, address, reason=outcome.reason)
     try:
         stored, change, outputs = _outputs(rules, address, outcome)

@@ -24,6 +24,9 @@ __all__ = [
     "TransitionNotAllowed",
     "InvalidOutput",
     "ForgedEvent",
+    "InvalidOperation",
+    "AnswerTimeout",
+    "WriteRejected",
 ]
 
 
@@ -113,3 +116,31 @@ class InvalidOutput(Rejected):
     emitted event that is not JSON, a record over the size limit, an undeclared topic."""
 
     stage = "output"
+
+
+class InvalidOperation(Rejected):
+    """A key-value update operation that cannot be applied: an unknown operation, a
+    path into something that is not an object, a number operation on a non-number. The
+    whole update is refused; the stored value is unchanged."""
+
+    stage = "operation"
+
+
+class AnswerTimeout(GarrisonError, TimeoutError):
+    """No answer to a sent event arrived in time (``Client.update``). The event may
+    still be applied later: send it again with the same id to learn its outcome (the
+    answer is then ``duplicate`` if it was applied)."""
+
+    def __init__(self, message: str, *, event_id: str) -> None:
+        super().__init__(message)
+        self.event_id = event_id
+
+
+class WriteRejected(GarrisonError):
+    """A key-value write the pipeline refused (its dead letter's stage and reason)."""
+
+    def __init__(self, message: str, *, stage: str, reason: str, event_id: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.reason = reason
+        self.event_id = event_id

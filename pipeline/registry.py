@@ -4,23 +4,30 @@ A user's module builds one and garrison's entry points find it::
 
     registry = Registry(services={"mail": Mailer()})
     registry.add(counter)
+    registry.add(Scope("users"))  # a key-value scope (pipeline.kv)
 
     @registry.listener(machine="counter", when=lambda prev, cur: cur["count"] >= 10)
     async def celebrate(change, ctx): ...
+
+    @registry.trigger(scope="users", on="created")  # a listener on a scope's keys
+    async def welcome(change, ctx): ...
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, TypeVar, overload
 
 from pipeline.behaviour import Behaviour
 from pipeline.errors import InvalidDefinition, UnknownMachine
 from pipeline.listener import Listener, ListenerFn, Predicate
+from pipeline.trigger import Trigger, TriggerFn, ValuePredicate
 
 __all__ = ["Registry"]
 
 L = TypeVar("L", bound=ListenerFn)
+T = TypeVar("T", bound=TriggerFn)
 
 
 class Registry:
@@ -154,12 +161,60 @@ class Registry:
                 backoff_s=backoff_s,
                 start=start,
             )
-            if any(existing.name == listener.name for existing in self.listeners):
-                raise InvalidDefinition(
-                    f"two listeners are named {listener.name!r}; "
-                    "listener names must be unique (pass name=)"
-                )
-            self.listeners.append(listener)
+            self._add_listener(listener)
             return f
 
         return register(fn) if fn is not None else register
+
+    def _add_listener(self, listener: Listener) -> None:
+        if any(existing.name == listener.name for existing in self.listeners):
+            raise InvalidDefinition(
+                f"two listeners are named {listener.name!r}; "
+                "listener names must be unique (pass name=; a trigger is a listener too)"
+            )
+        self.listeners.append(listener)
+
+    def trigger(
+        self,
+        *,
+        scope: str,
+        on: Iterable[str] | str | None = None,
+        key: str | re.Pattern[str] | None = None,
+        when: ValuePredicate | None = None,
+        name: str | None = None,
+        retries: int = 3,
+        backoff_s: float = 0.2,
+        start: Literal["earliest", "latest"] = "earliest",
+    ) -> Callable[[T], T]:
+        """Register a trigger on the key-value ``scope`` (declared with
+        ``registry.add(Scope(...))`` first): it runs when a key is ``created``,
+        ``updated``, ``deleted`` or ``expired`` (``on``, default all), whose name
+        matches ``key`` (a glob or a compiled regex), when ``when(old, new)`` holds;
+        ``start`` as for a listener. A listener underneath (``pipeline.trigger``)::
+
+            @registry.trigger(scope="users", on="created")
+            async def welcome(change: KeyChange, ctx: TriggerContext) -> None: ...
+        """
+
+        def register(f: T) -> T:
+            trigger = Trigger.make(
+                f,
+                scope=scope,
+                on=on,
+                key=key,
+                when=when,
+                name=name,
+                retries=retries,
+                backoff_s=backoff_s,
+                start=start,
+            )
+            declared = self._latest.get(trigger.machine or "")
+            if declared is None or getattr(declared, "scope", None) != trigger.scope:
+                raise InvalidDefinition(
+                    f"trigger {trigger.name!r}: no scope {trigger.scope!r} is declared; "
+                    f"add registry.add(Scope({trigger.scope!r})) before the trigger"
+                )
+            self._add_listener(trigger)
+            return f
+
+        return register

@@ -165,19 +165,22 @@ class Topics(BaseModel):
     dlq: str
     listener_redrive: str = ""
     latest: str | None = None
+    replies: str = ""
 
     @classmethod
     def of(cls, app: str, *, latest: bool = False) -> Topics:
         """``<app>.events``, ``<app>.state-changes``, ``<app>.dlq``,
-        ``<app>.listener-redrive`` (listener dead letters sent back) and, if ``latest``,
-        the compacted ``<app>.latest``. Timer firings travel on the events topic, in the
-        instance's own partition."""
+        ``<app>.listener-redrive`` (listener dead letters sent back), ``<app>.replies``
+        (only the answers to duplicates whose sender waits: ``pipeline.answer``) and, if
+        ``latest``, the compacted ``<app>.latest``. Timer firings travel on the events
+        topic, in the instance's own partition."""
         return cls(
             events=f"{app}.events",
             state_changes=f"{app}.state-changes",
             dlq=f"{app}.dlq",
             listener_redrive=f"{app}.listener-redrive",
             latest=f"{app}.latest" if latest else None,
+            replies=f"{app}.replies",
         )
 
 

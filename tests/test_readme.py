@@ -51,3 +51,5 @@ def test_readme_examples_define_a_working_app(tmp_path: Path) -> None:
     assert out.record is not None
     assert out.record.state == {"count": 2}
     assert [lst.name for lst in module.registry.listeners] == ["email_support"]
+    assert [t.name for t in module.kv.listeners] == ["welcome", "reload_flags", "count_expiry"]
+    assert sorted(module.kv.machines) == ["kv.cache", "kv.config", "kv.users"]

@@ -1,0 +1,326 @@
+"""Answered writes and key-value state: the ``kv`` part of ``bench/run``.
+
+In one run, on the local broker:
+
+- **echo**, the floor of any answered write: a request produced to a topic, consumed
+  and produced again by an echo loop (plain aiokafka, no transaction, no state), and
+  consumed by the requester; the same producer and consumer settings as the client's;
+- **update**: ``client.update`` on the bench's counter machine at the same fixed rate,
+  timed from the call to its answer (send, the worker's transaction, the answer read
+  back by the client's one correlating consumer);
+- **kv set**: ``client.state.set(..., wait=False)`` of ``events`` keys, produced
+  before a worker starts, so what is timed is the worker applying them: the span of
+  their state changes' broker append times (as the throughput table's); measured
+  against the dispatch of as many counter events sent by ``client.send`` the same way,
+  to a worker of its own;
+- **kv get**: ``client.state.get`` (HTTP, keep-alive) of existing keys, one at a time.
+
+Figures: ``update_p50_ms``, ``update_p99_ms``, ``echo_p50_ms``, ``echo_p99_ms``,
+``kv_set_per_s``, ``kv_dispatch_per_s``, ``kv_get_p50_ms``, ``kv_get_p99_ms``; ratios:
+``update_p99_vs_echo_p99``, ``kv_set_vs_dispatch`` (and ``kv_set_vs_garrison`` against
+the throughput table's garrison run, when it ran).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from agents.topics import ensure_topics
+from bench.kv_app import SCOPE
+from bench.parts import PARTS, PartContext
+from bench.system import Process, Run, free_port, garrison_env
+from bench.topic import OUTPUT_CONFIG, Watcher, create_topics, scan_output
+from bench.workload import EVENT_TYPE, MACHINE
+from garrison.client import Client
+from pipeline.settings import Settings
+
+__all__ = ["measure_kv"]
+
+_TICK_S = 0.005
+
+
+@dataclass
+class _App:
+    """One garrison app of this part: its settings, environment and worker."""
+
+    settings: Settings
+    env: dict[str, str]
+    worker: Process
+
+
+def _app(run: Run, suffix: str) -> _App:
+    name = f"{run.app}-{suffix}"
+    port = free_port()
+    env = {**garrison_env(run, run.work_dir / name, port), "GARRISON_APP": name}
+    argv = [sys.executable, "-m", "garrison", "worker", "bench.kv_app"]
+    worker = Process(f"kv-{suffix}", argv, env, run.log_dir / f"kv-{suffix}.log")
+    run.processes.append(worker)
+    settings = Settings.model_validate(
+        {
+            "app": name,
+            "kafka": {"bootstrap": run.bootstrap, "partitions": run.partitions},
+            "web": {"port": port},
+        }
+    )
+    return _App(settings, env, worker)
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
+
+
+async def _paced(rate: float, seconds: float, warmup_s: float, call: Callable[[int], Awaitable[Any]]
+                 ) -> list[float]:  # fmt: skip
+    """Start ``call(i)`` at ``rate`` per second for ``seconds``; the latencies (ms) of the
+    calls started after ``warmup_s``, sorted."""
+    out: list[float] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def timed(i: int, keep: bool) -> None:
+        began = time.perf_counter()
+        await call(i)
+        if keep:
+            out.append((time.perf_counter() - began) * 1000)
+
+    started = time.monotonic()
+    n = 0
+    while (elapsed := time.monotonic() - started) < seconds:
+        while n < int(rate * elapsed):
+            tasks.append(asyncio.create_task(timed(n, elapsed >= warmup_s)))
+            n += 1
+        await asyncio.sleep(_TICK_S)
+    await asyncio.gather(*tasks)
+    return sorted(out)
+
+
+async def _echo_topics(bootstrap: str, prefix: str, partitions: int) -> tuple[str, str]:
+    names = (f"{prefix}.echo-requests", f"{prefix}.echo-replies")
+    await create_topics(bootstrap, names, partitions)
+    return names
+
+
+async def _echo(bootstrap: str, topics: tuple[str, str], rate: float, seconds: float
+                ) -> list[float]:  # fmt: skip
+    """Latencies of a request echoed back through two topics (see the module doc)."""
+    requests, replies = topics
+    consumer_options: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "enable_auto_commit": False,
+        "isolation_level": "read_committed",
+        "fetch_max_wait_ms": 100,  # as the client's correlator
+    }
+    producer_options: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "enable_idempotence": True,
+        "linger_ms": 5,  # as the client's producer
+    }
+    client = AIOKafkaProducer(**producer_options)
+    echoer = AIOKafkaProducer(**producer_options)
+    inbound = AIOKafkaConsumer(requests, auto_offset_reset="latest", **consumer_options)
+    answers = AIOKafkaConsumer(replies, auto_offset_reset="latest", **consumer_options)
+    for c in (client, echoer, inbound, answers):
+        await c.start()
+    waiting: dict[bytes, asyncio.Future[None]] = {}
+
+    async def echo() -> None:
+        while True:
+            batch = await inbound.getmany(timeout_ms=1000)
+            for records in batch.values():
+                for rec in records:
+                    await echoer.send(replies, rec.value, key=rec.key)
+
+    async def collect() -> None:
+        while True:
+            batch = await answers.getmany(timeout_ms=1000)
+            for records in batch.values():
+                for rec in records:
+                    future = waiting.pop(rec.value, None)
+                    if future is not None and not future.done():
+                        future.set_result(None)
+
+    loops = [asyncio.create_task(echo()), asyncio.create_task(collect())]
+    for c in (inbound, answers):  # resolve "latest" before anything is sent
+        while not c.assignment():
+            await asyncio.sleep(0.05)
+        for tp in c.assignment():
+            await c.position(tp)
+
+    async def call(i: int) -> None:
+        token = b"r%d" % i
+        future = waiting[token] = asyncio.get_running_loop().create_future()
+        await client.send(requests, token, key=b"t%d" % (i % 200))
+        await asyncio.wait_for(future, 30)
+
+    try:
+        return await _paced(rate, seconds, 2.0, call)
+    finally:
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        for c in (client, echoer, inbound, answers):
+            await c.stop()
+
+
+async def _applied_rate(app: _App, count: int, timeout_s: float) -> tuple[float | None, str]:
+    """Start the app's worker on what is queued; its state changes per second (broker
+    append times) once their topic has stopped growing with all of them on it."""
+    settings = app.settings
+    app.worker.start()
+    deadline = time.monotonic() + timeout_s
+    last, stable = -1, 0
+    async with Watcher(settings.kafka.bootstrap) as watch:
+        # Records and transaction markers: at least ``count`` once all are there. The
+        # group's own offsets may lag at rest (they go with the next transaction).
+        while stable < 4:
+            await asyncio.sleep(0.5)
+            if not app.worker.alive():
+                return None, f"worker exited; see {app.worker.log_path}"
+            if time.monotonic() > deadline:
+                return None, f"not done within {timeout_s:.0f} s"
+            hw = await watch.high_water(settings.topics.state_changes)
+            stable = stable + 1 if hw == last and hw >= count else 0
+            last = hw
+    scan = await scan_output(settings.kafka.bootstrap, settings.topics.state_changes, [])
+    if scan.count < count:
+        return None, f"{scan.count:,} of {count:,} state changes"
+    return scan.rate, "ok"
+
+
+async def _prepare(app: _App) -> None:
+    await create_topics(
+        app.settings.kafka.bootstrap,
+        [app.settings.topics.state_changes],
+        app.settings.kafka.partitions,
+        OUTPUT_CONFIG,
+    )
+    await ensure_topics(app.settings)
+
+
+async def _queue(app: _App, count: int, write: Callable[[Client, int], Awaitable[Any]]) -> float:
+    """Send ``count`` writes through a client (nothing consumes them yet); sends/s."""
+    async with Client(app.settings, source="bench") as client:
+        began = time.monotonic()
+        for i in range(count):
+            await write(client, i)
+        await client.flush()
+        return count / (time.monotonic() - began)
+
+
+async def measure_kv(ctx: PartContext) -> None:
+    """The part: figures and ratios into ``ctx.report`` (see the module doc)."""
+    run, report = ctx.run, ctx.report
+    count = 20_000 if ctx.quick else 100_000
+    rate, seconds = 200.0, 10.0 if ctx.quick else 20.0
+    tenants, keys = 200, 50
+    timeout_s = 120.0 + count / 1000
+    figures, ratios = report.extra_figures, report.extra_ratios
+
+    def address(i: int) -> tuple[str, str]:
+        slot = (i * 7919) % (tenants * keys)
+        return f"t{slot % tenants}", f"k{slot // tenants}"
+
+    async def counter_event(client: Client, i: int) -> None:
+        tenant, instance = address(i)
+        data = {"amount": 1, "note": "kv-bench"}
+        await client.send(tenant, MACHINE, instance, EVENT_TYPE, data, wait=False)
+
+    async def kv_set(client: Client, i: int) -> None:
+        tenant, key = address(i)
+        await client.state.set(tenant, SCOPE, key, {"n": i, "note": "kv-bench"}, wait=False)
+
+    print(f"  kv: {count:,} counter events and {count:,} kv sets through the client ...")
+    apps = {"dispatch": _app(run, "kvd"), "set": _app(run, "kvs")}
+    echo_topics = await _echo_topics(run.bootstrap, apps["set"].settings.app, run.partitions)
+    for app in apps.values():  # all topics first: their leaders are up when used
+        await _prepare(app)
+    results: dict[str, float | None] = {}
+    for name, write in (("dispatch", counter_event), ("set", kv_set)):
+        app = apps[name]
+        sends = await _queue(app, count, write)
+        applied, verdict = await _applied_rate(app, count, timeout_s)
+        results[name] = applied
+        figures[f"kv_{name}_client_sends_per_s"] = sends
+        if applied is None:
+            report.extra_lines.append(f"kv: the {name} run failed: {verdict}")
+        if name == "dispatch":
+            await asyncio.to_thread(app.worker.stop)
+    kv_app = apps["set"]  # its worker stays up for the latencies
+
+    print(f"  kv: echo and client.update at {rate:.0f}/s for {seconds:.0f} s each ...")
+    echo = await _echo(run.bootstrap, echo_topics, rate, seconds)
+    async with Client(kv_app.settings, source="bench") as client:
+
+        async def update(i: int) -> None:
+            tenant, instance = address(i)
+            answer = await client.update(
+                tenant, MACHINE, instance, EVENT_TYPE, {"amount": 1}, timeout=30
+            )
+            assert answer.status == "applied", answer
+
+        await client.update("t0", MACHINE, "warm", EVENT_TYPE, {"amount": 1}, timeout=60)
+        updates = await _paced(rate, seconds, 2.0, update)
+        gets: list[float] = []
+        for i in range(2_000 if ctx.quick else 10_000):
+            tenant, key = address(i % count)
+            began = time.perf_counter()
+            entry = await client.state.get(tenant, SCOPE, key)
+            gets.append((time.perf_counter() - began) * 1000)
+            assert entry is not None, (tenant, key)
+        gets.sort()
+    await asyncio.to_thread(kv_app.worker.stop)
+
+    for name, values in (("update", updates), ("echo", echo), ("kv_get", gets)):
+        p50, p99 = _percentile(values, 0.5), _percentile(values, 0.99)
+        if p50 is not None and p99 is not None:
+            figures[f"{name}_p50_ms"], figures[f"{name}_p99_ms"] = p50, p99
+            figures[f"{name}_p90_ms"] = _percentile(values, 0.9) or 0.0
+            figures[f"{name}_max_ms"] = values[-1]
+    if results["set"] is not None:
+        figures["kv_set_per_s"] = results["set"]
+    if results["dispatch"] is not None:
+        figures["kv_dispatch_per_s"] = results["dispatch"]
+        if results["set"] is not None:
+            ratios["kv_set_vs_dispatch"] = results["set"] / results["dispatch"]
+    garrison = report.rate("garrison")
+    if garrison and results["set"] is not None:
+        ratios["kv_set_vs_garrison"] = results["set"] / garrison
+    if "update_p99_ms" in figures and "echo_p99_ms" in figures:
+        ratios["update_p99_vs_echo_p99"] = figures["update_p99_ms"] / figures["echo_p99_ms"]
+    report.extra_lines.append(_line(figures, ratios, rate, seconds, len(updates), len(gets)))
+
+
+def _line(
+    f: dict[str, float], r: dict[str, float], rate: float, seconds: float, n: int, gets: int
+) -> str:
+    def ms(name: str) -> str:
+        value = f.get(name)
+        return "-" if value is None else f"{value:.1f} ms"
+
+    def met(ok: bool | None) -> str:
+        return "?" if ok is None else "met" if ok else "NOT met"
+
+    vs_echo = r.get("update_p99_vs_echo_p99")
+    vs_dispatch = r.get("kv_set_vs_dispatch")
+    get_p99 = f.get("kv_get_p99_ms")
+    return (
+        f"kv: client.update at {rate:.0f}/s for {seconds:.0f} s ({n:,} timed): p50 "
+        f"{ms('update_p50_ms')}, p99 {ms('update_p99_ms')}; raw echo p50 {ms('echo_p50_ms')}, "
+        f"p99 {ms('echo_p99_ms')}; p99 x{vs_echo or 0:.2f} the echo's (target <= 3x: "
+        f"{met(None if vs_echo is None else vs_echo <= 3)}). kv sets applied "
+        f"{f.get('kv_set_per_s', 0):,.0f}/s vs {f.get('kv_dispatch_per_s', 0):,.0f}/s for "
+        f"counter events, both sent by the client, each to a worker of its own "
+        f"(x{vs_dispatch or 0:.2f}; target >= 0.8: "
+        f"{met(None if vs_dispatch is None else vs_dispatch >= 0.8)}). HTTP get "
+        f"({gets:,} one at a time) p50 {ms('kv_get_p50_ms')}, p99 {ms('kv_get_p99_ms')} "
+        f"(target < 5 ms: {met(None if get_p99 is None else get_p99 < 5)})"
+    )
+
+
+PARTS["kv"] = measure_kv
