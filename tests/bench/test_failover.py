@@ -1,0 +1,45 @@
+"""The failover benchmark's pure helpers: probe tenants and the worker-log timeline."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from agents.kafka import partition_of
+from bench.failover import log_steps
+from bench.probe import probe_tenants
+
+
+def test_probe_tenants_cover_every_partition_once() -> None:
+    for partitions in (1, 4, 6, 12):
+        tenants = probe_tenants(partitions)
+        assert sorted(tenants) == list(range(partitions))
+        for p, tenant in tenants.items():
+            assert partition_of(tenant.encode(), partitions) == p
+
+
+def _at(seconds: float) -> str:
+    stamp = datetime.fromtimestamp(1_796_000_000 + seconds)  # noqa: DTZ006 - logs are local
+    return stamp.strftime("%Y-%m-%d %H:%M:%S,") + f"{stamp.microsecond // 1000:03d}"
+
+
+def test_log_steps_reads_the_timeline_after_the_kill() -> None:
+    killed = 1_796_000_010.0
+    lines = [
+        f"[{_at(5)}] [1] [INFO] [^_Worker]: Starting... ",  # the killed process: before
+        f"[{_at(9)}] [1] [INFO] serving partitions [0, 1] ",
+        "+Topic Partition Set----+",  # Faust's tables have no timestamp
+        f"[{_at(16.8)}] [2] [WARNING] Heartbeat failed for group g because it is rebalancing ",
+        f"[{_at(16.9)}] [2] [INFO] (Re-)joining group g ",
+        f"[{_at(17.0)}] [2] [INFO] Joined group 'g' (generation 3) with member_id g.w0-1 ",
+        f"[{_at(17.1)}] [2] [INFO] serving partitions none ",
+        f"[{_at(17.5)}] [2] [INFO] restored 1200 changelog records in 0.3 s ",
+        f"[{_at(17.9)}] [2] [INFO] restored 34 changelog records in 0.1 s ",
+        f"[{_at(18.25)}] [2] [INFO] serving partitions [0, 1, 2, 3] ",
+        f"[{_at(19)}] [2] [INFO] restored 5 changelog records in 0.0 s ",  # after: not counted
+    ]
+    steps, restored, restore_s = log_steps("\n".join(lines), killed)
+    assert list(steps) == ["rebalance noticed", "rejoining", "joined", "serving"]
+    assert abs(steps["rebalance noticed"] - 6.8) < 0.01
+    assert abs(steps["serving"] - 8.25) < 0.01
+    assert restored == 1234
+    assert abs(restore_s - 0.4) < 1e-9
