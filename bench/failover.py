@@ -50,12 +50,31 @@ from bench.system import Process, Run, free_port, garrison_env
 from bench.topic import create_topics, produce
 from pipeline.settings import Settings
 
-__all__ = ["SCENARIOS", "TARGETS_S", "Failover", "log_steps", "measure_failover", "run_scenario"]
+__all__ = [
+    "SCENARIOS",
+    "TARGETS_S",
+    "Failover",
+    "Timeline",
+    "log_steps",
+    "measure_failover",
+    "run_scenario",
+]
 
 SCENARIOS = ("restart", "standby", "cold")
 TARGETS_S = {"restart": 5.0, "standby": 10.0, "cold": 30.0}
 _IDLE_CPU = 0.15  # share of a core; idle workers measured 0-2% (timers, heartbeats)
 _SERVE_TIMEOUT_S = 180.0
+
+
+@dataclass
+class Timeline:
+    """What the new owner's log says of the time between the kill and serving again,
+    in seconds after the kill."""
+
+    steps: dict[str, float] = field(default_factory=dict)
+    joins: int = 0  # group joins: more than one when a rebalance followed the first
+    restored: int = 0  # changelog records restored
+    restore_s: float = 0.0  # what the restores took, by their own account
 
 
 @dataclass
@@ -67,9 +86,7 @@ class Failover:
     killed_partitions: list[int]
     per_partition: dict[int, float]  # every partition
     probe_p50_ms: float | None  # before the kill
-    steps: dict[str, float] = field(default_factory=dict)  # from the new owner's log
-    restored: int = 0  # changelog records restored after the kill (from its log)
-    restore_s: float = 0.0
+    timeline: Timeline = field(default_factory=Timeline)  # the new owner's log
     loaded_s: float = 0.0  # producing and applying the workload
     note: str = "ok"
 
@@ -183,36 +200,33 @@ _LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[\d+\] \[\w+\]
 _RESTORED = re.compile(r"restored (\d+) changelog records in ([\d.]+) s")
 
 
-def log_steps(text: str, since: float) -> tuple[dict[str, float], int, float]:
-    """From a worker's log at info: seconds after ``since`` (wall clock) of its first
-    start-up, group (re-)join, join and serving lines; records restored and the
-    seconds the restores took."""
-    steps: dict[str, float] = {}
-    restored, restore_s = 0, 0.0
-    marks = (
-        ("[^_Worker]: Starting", "process up"),
-        ("Heartbeat failed", "rebalance noticed"),
-        ("(Re-)joining group", "rejoining"),
-        ("Joined group", "joined"),
-    )
+def log_steps(text: str, since: float, until: float) -> Timeline:
+    """Read a worker's log (at info) from ``since`` to ``until`` seconds after it (wall
+    clock): its first start-up and rebalance lines, its last join and serving lines, and
+    the restores between."""
+    out = Timeline()
     for line in text.splitlines():
         m = _LINE.match(line)
         if m is None:
             continue
         logged = datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f")  # noqa: DTZ007 - local time
         at = logged.timestamp() - since
-        if at < 0 or "serving" in steps:
+        if not 0 <= at <= until:
             continue
         message = m[2]
-        for needle, step in marks:
-            if message.startswith(needle):
-                steps.setdefault(step, at)
-        if (r := _RESTORED.search(message)) is not None:
-            restored += int(r[1])
-            restore_s += float(r[2])
-        if message.startswith("serving partitions") and "none" not in message:
-            steps["serving"] = at
-    return steps, restored, restore_s
+        if message.startswith("[^_Worker]: Starting"):
+            out.steps.setdefault("process up", at)
+        elif message.startswith("Heartbeat failed"):
+            out.steps.setdefault("rebalance noticed", at)
+        elif message.startswith("Joined group"):
+            out.steps["joined"] = at
+            out.joins += 1
+        elif message.startswith("serving partitions") and "none" not in message:
+            out.steps["serving"] = at
+        elif (r := _RESTORED.search(message)) is not None:
+            out.restored += int(r[1])
+            out.restore_s += float(r[2])
+    return out
 
 
 def _worker(ctx: PartContext, run: Run, scenario: str, n: int) -> Process:
@@ -272,7 +286,7 @@ async def run_scenario(ctx: PartContext, scenario: str) -> Failover:
         out.seconds = max(out.per_partition[p] for p in out.killed_partitions)
         owner = doomed if scenario == "restart" else workers[0]
         text = owner.log_path.read_text(errors="replace")
-        out.steps, out.restored, out.restore_s = log_steps(text, killed)
+        out.timeline = log_steps(text, killed, out.seconds)
         if probe.send_errors:
             out.note = f"{probe.send_errors} probes failed to send"
     except Unmeasured as failed:
@@ -289,14 +303,17 @@ def _line(f: Failover, partitions: int) -> list[str]:
     if f.seconds is None:
         return [f"failover {f.scenario}: not measured: {f.note} (target < {target:.0f} s)"]
     verdict = "met" if f.seconds < target else "NOT met"
-    steps = ", ".join(f"{name} {at:.1f} s" for name, at in f.steps.items())
+    t = f.timeline
+    steps = ", ".join(f"{n} {at:.1f} s" for n, at in sorted(t.steps.items(), key=lambda x: x[1]))
+    if t.joins > 1:
+        steps += f" (joined {t.joins} times)"
     p50 = "-" if f.probe_p50_ms is None else f"{f.probe_p50_ms:.0f} ms"
     lines = [
         f"failover {f.scenario}: {f.seconds:.2f} s from SIGKILL to the killed worker's "
         f"partitions {f.killed_partitions} serving again (target < {target:.0f} s: {verdict}); "
         f"all {partitions} partitions {max(f.per_partition.values()):.2f} s",
         f"  {f.scenario}: the new owner's log after the kill: {steps or '-'}; restored "
-        f"{f.restored:,} changelog records in {f.restore_s:.1f} s; probe p50 before the "
+        f"{t.restored:,} changelog records in {t.restore_s:.1f} s; probe p50 before the "
         f"kill {p50}; workload loaded and applied in {f.loaded_s:.0f} s",
     ]
     if f.note != "ok":
