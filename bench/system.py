@@ -103,6 +103,13 @@ class Process:
             self._signal(signal.SIGKILL)
             self.proc.wait(10)
 
+    def kill(self) -> None:
+        """SIGKILL its process group (a crash: no shutdown at all) and reap it."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self._signal(signal.SIGKILL)
+        self.proc.wait(10)
+
     def _signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None
         try:
