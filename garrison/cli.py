@@ -42,6 +42,7 @@ from garrison.history_cli import history
 from garrison.kv_cli import echo_answer, kv
 from garrison.local_kafka import LocalKafka
 from garrison.replay_cli import replay
+from garrison.settings_cli import settings as settings_command
 from pipeline.errors import GarrisonError
 from pipeline.registry import Registry
 from pipeline.settings import Settings, load_settings
@@ -313,6 +314,7 @@ cli.add_command(history)
 cli.add_command(replay)
 cli.add_command(dlq)
 cli.add_command(kv)
+cli.add_command(settings_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
