@@ -155,6 +155,7 @@ class Scope:
         self.name = scope_machine(self.scope)
         self.version = version
         self.migrations: dict[int, Migration] = {}
+        self.copies_state = False  # step copies the entry before the operations see it
 
     def __repr__(self) -> str:
         return f"Scope({self.scope!r})"

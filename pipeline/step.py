@@ -209,7 +209,7 @@ def _apply(
                 f"raised {type(exc).__name__}: {exc}",
                 event_type=event.type,
             ) from exc
-        private = current if behaviour.copies_state else _private(current)
+        private = current if getattr(behaviour, "copies_state", False) else _private(current)
         state, effects = behaviour.apply(private, event)
         prev, seq, created = record.state, record.seq + 1, record.created_ms
         clock = max(event.time_ms, record.updated_ms)

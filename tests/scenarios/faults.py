@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from pipeline import Event, Registry, encode_event, fold
 from tests.harness import drain_topic, read_topic
@@ -103,21 +103,44 @@ class Follower:
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
+        # Across a broker outage the reader may fail; it starts again where it was, so
+        # what it counts stays what a reader saw, once.
+        nxt: dict[int, int] = {}
+        while True:
+            try:
+                await self._follow(nxt)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the broker is restarting: read on after it
+                await asyncio.sleep(1)
+
+    async def _follow(self, nxt: dict[int, int]) -> None:
         consumer = AIOKafkaConsumer(
-            self.topic,
             bootstrap_servers=self.bootstrap,
-            auto_offset_reset="earliest",
             enable_auto_commit=False,
             isolation_level="read_committed",
         )
         await _start(consumer)
         try:
+            partitions = consumer.partitions_for_topic(self.topic)
+            while not partitions:
+                await asyncio.sleep(0.2)
+                await consumer.topics()
+                partitions = consumer.partitions_for_topic(self.topic)
+            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            for tp in tps:
+                if tp.partition in nxt:
+                    consumer.seek(tp, nxt[tp.partition])
+                else:
+                    await consumer.seek_to_beginning(tp)
             while True:
                 batch = await consumer.getmany(timeout_ms=200, max_records=5000)
                 now = time.monotonic()
                 for tp, records in batch.items():
                     self.records.extend(records)
                     self.last_at[tp.partition] = now
+                    nxt[tp.partition] = records[-1].offset + 1
         finally:
             await consumer.stop()
 
