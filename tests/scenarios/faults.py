@@ -4,6 +4,7 @@ long a partition went without output."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -30,18 +31,19 @@ class Load:
     rate: float
     tenants: int = 30
     instances: int = 5
+    # One event at a time, each sent again (same id) until the broker acknowledges it:
+    # slower, but it keeps each tenant's order across a broker outage.
+    careful: bool = False
     sent: list[Event] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self, limit: int) -> None:
         """Send up to ``limit`` events (or until :meth:`stop`)."""
+        if self.careful:
+            await self._run_carefully(limit)
+            return
         # A generous timeout: acknowledged means written, also across a broker outage.
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
-            enable_idempotence=True,
-            linger_ms=5,
-            request_timeout_ms=120_000,
-        )
+        producer = self._producer()
         await _start(producer)
         pending: list[tuple[Event, asyncio.Future[Any]]] = []
         try:
@@ -49,31 +51,70 @@ class Load:
             for i in range(limit):
                 if self._stop.is_set():
                     break
-                tenant, inst = (
-                    f"t{i % self.tenants:02d}",
-                    f"i{(i // self.tenants) % self.instances}",
-                )
-                ev = Event(
-                    f"load-{i}",
-                    "counter.added",
-                    "faults",
-                    tenant,
-                    "counter",
-                    inst,
-                    1_700_000_000_000 + i,
-                    {"amount": i % 7},
-                )
-                pending.append(
-                    (ev, await producer.send(self.topic, encode_event(ev), key=tenant.encode()))
-                )
-                ahead = started + (i + 1) / self.rate - time.monotonic()
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
+                ev = self._event(i)
+                future = await producer.send(self.topic, encode_event(ev), key=ev.tenant.encode())
+                pending.append((ev, future))
+                await self._pace(started, i)
             for ev, fut in pending:
                 await fut
                 self.sent.append(ev)
         finally:
             await producer.stop()
+
+    async def _run_carefully(self, limit: int) -> None:
+        producer: AIOKafkaProducer | None = None
+        started = time.monotonic()
+        try:
+            for i in range(limit):
+                if self._stop.is_set():
+                    break
+                ev = self._event(i)
+                while True:
+                    try:
+                        if producer is None:
+                            producer = self._producer()
+                            await producer.start()
+                        await producer.send_and_wait(
+                            self.topic, encode_event(ev), key=ev.tenant.encode()
+                        )
+                        break
+                    except Exception:  # noqa: BLE001 - the broker is away: again, same id
+                        if producer is not None:
+                            with contextlib.suppress(Exception):
+                                await asyncio.wait_for(producer.stop(), 5)
+                        producer = None
+                        await asyncio.sleep(0.5)
+                self.sent.append(ev)
+                await self._pace(started, i)
+        finally:
+            if producer is not None:
+                await producer.stop()
+
+    def _producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            enable_idempotence=True,
+            linger_ms=5,
+            request_timeout_ms=120_000,
+        )
+
+    def _event(self, i: int) -> Event:
+        tenant, inst = f"t{i % self.tenants:02d}", f"i{(i // self.tenants) % self.instances}"
+        return Event(
+            f"load-{i}",
+            "counter.added",
+            "faults",
+            tenant,
+            "counter",
+            inst,
+            1_700_000_000_000 + i,
+            {"amount": i % 7},
+        )
+
+    async def _pace(self, started: float, i: int) -> None:
+        ahead = started + (i + 1) / self.rate - time.monotonic()
+        if ahead > 0:
+            await asyncio.sleep(ahead)
 
     def stop(self) -> None:
         """Stop sending."""
@@ -122,11 +163,12 @@ class Follower:
         )
         await _start(consumer)
         try:
-            partitions = consumer.partitions_for_topic(self.topic)
+            partitions = None
             while not partitions:
-                await asyncio.sleep(0.2)
-                await consumer.topics()
-                partitions = consumer.partitions_for_topic(self.topic)
+                cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001
+                partitions = cluster.partitions_for_topic(self.topic)
+                if not partitions:
+                    await asyncio.sleep(0.2)  # the workers have not made it yet
             tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
             for tp in tps:

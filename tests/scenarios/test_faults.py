@@ -45,7 +45,9 @@ def _workers(kafka: LocalKafka, tmp_path: Path, count: int, partitions: int) -> 
     for n in range(count):
         data = tmp_path / f"data-{n}"
         data.mkdir()
-        env = settings_env(_bootstrap(kafka), app, data, partitions=partitions, worker_id=f"w{n}")
+        env = settings_env(
+            _bootstrap(kafka), app, data, partitions=partitions, worker_id=f"w{n}", log_level="info"
+        )
         out.append(WorkerProcess("tests.sample_app", env, tmp_path / f"worker-{n}.log"))
     return out
 
@@ -139,7 +141,7 @@ async def test_workers_ride_out_broker_outages(broker: LocalKafka, tmp_path: Pat
     app = first.env["GARRISON_APP"]
     bootstrap = _bootstrap(broker)
     follower = Follower(bootstrap, f"{app}.state-changes")
-    load = Load(bootstrap, f"{app}.events", rate=300)
+    load = Load(bootstrap, f"{app}.events", rate=300, careful=True)
     first.start()
     second.start()
     follower.start()
@@ -157,6 +159,7 @@ async def test_workers_ride_out_broker_outages(broker: LocalKafka, tmp_path: Pat
             await asyncio.to_thread(broker.up)
             for w in workers:
                 assert w.alive(), f"a worker exited during the outage\n{_logs(workers)}"
+            assert not sending.done() or sending.exception() is None, sending.exception()
             await follower.silent_for(4, back, timeout_s=120)
         load.stop()
         await sending
