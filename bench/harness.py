@@ -1,13 +1,15 @@
 """``bench/run``: garrison against its baselines on one workload, in one run.
 
     bench/run [--quick] [--events N] [--tenants T] [--instances I] [--partitions P]
-              [--only garrison,aiokafka_loop,...]
+              [--only garrison,aiokafka_loop,...] [--unpinned]
 
 Starts a local Kafka (unless ``GARRISON_KAFKA_BOOTSTRAP`` is set), produces the workload
-once, runs each system over it one at a time, measures garrison's latency at half its
-rate (and, in the full run, its restore time and memory with all instances), measures
-the statechart interpreter, prints a table and writes ``bench/results/latest.json``.
-See ``bench/README.md``.
+once, runs each system over it one at a time, each pinned to a CPU of its own with the
+broker and the harness on the other (unless ``--unpinned``), with its CPU time and the
+broker's per event; measures garrison's latency at half its rate (and, in the full
+run, its restore time and memory with all instances), the statechart interpreter and
+the feature parts, prints a table and writes ``bench/results/latest.json``. See
+``bench/README.md``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.affinity import Affinity, cpus_allowed, plan_affinity
 from bench.parts import PartContext, registered
 from bench.report import Report, machine_info, source_info
 from bench.system import ROOT, SYSTEMS, Run
@@ -90,6 +93,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds faust_naive runs after its first output (default 10 quick, 30 full)",
     )
     p.add_argument(
+        "--unpinned",
+        action="store_true",
+        help="leave CPU placement to the scheduler (default: each system on one CPU, the "
+        "broker and the harness on another)",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         help="results file (default bench/results/latest.json;"
@@ -120,6 +129,18 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return base
 
 
+def _pinning(affinity: Affinity, broker_pid: int | None) -> dict[str, Any]:
+    """The plan, and the CPUs the broker and this process are actually allowed."""
+    out = affinity.params()
+    out["harness_cpus_allowed"] = cpus_allowed(os.getpid())
+    out["broker_cpus_allowed"] = None if broker_pid is None else cpus_allowed(broker_pid)
+    if broker_pid is None:
+        out["description"] += (
+            "; the broker is external (GARRISON_KAFKA_BOOTSTRAP): not pinned, its CPU not measured"
+        )
+    return out
+
+
 def _start_broker(work: Path) -> tuple[str, Any]:
     existing = os.environ.get("GARRISON_KAFKA_BOOTSTRAP")
     if existing:
@@ -141,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     s = _settings(args)
     began = time.monotonic()
+    # Before any thread or child exists: they inherit it (the broker among them).
+    affinity = plan_affinity(args.unpinned)
+    affinity.pin_harness()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up below
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -158,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         where = "local Kafka" if kafka is not None else "GARRISON_KAFKA_BOOTSTRAP"
         print(f"broker: {where} at {bootstrap} ({time.monotonic() - t:.1f} s)", flush=True)
         app = f"bench-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:4]}"
-        run = Run(bootstrap, app, args.partitions, work, RESULTS)
         broker_pid = kafka.status().pid if kafka is not None else None
+        run = Run(bootstrap, app, args.partitions, work, RESULTS, [], affinity, broker_pid)
         report = asyncio.run(_bench(args, s, run, unable, broker_pid))
     finally:
         for proc in run.processes if run is not None else []:
@@ -209,6 +233,7 @@ async def _bench(
         "system_timeout_s": s["timeout_s"],
         "bootstrap_external": bool(os.environ.get("GARRISON_KAFKA_BOOTSTRAP")),
         "parts": sorted(args.parts),
+        "pinning": _pinning(run.affinity, broker_pid),
         **source_info(ROOT),
     }
     report = Report(params, machine_info(), skipped=dict(unable))
@@ -218,6 +243,12 @@ async def _bench(
         f"{report.machine['java']}",
         flush=True,
     )
+    print(params["pinning"]["description"], flush=True)
+    if run.affinity.pinned and set(registered()) & args.parts:
+        report.notes.append(
+            "pinned: what a feature part runs inside the harness process (replay's jobs) "
+            "runs on the harness CPU, with the broker; the systems it starts are pinned"
+        )
     # garrison last: its latency run adds events to the input topic, and its worker stays
     # up for it (and for the restore), so nothing else may run after it on that topic.
     systems = [n for n in SYSTEMS if n in args.parts and n != "garrison"]

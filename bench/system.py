@@ -19,6 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.affinity import Affinity
+from bench.cpu import SessionCpu
+
 __all__ = ["ROOT", "Process", "Run", "System", "SYSTEMS", "cpu_seconds", "free_port"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +56,22 @@ class Run:
     work_dir: Path  # state dirs live here
     log_dir: Path
     processes: list[Process] = field(default_factory=list)  # stopped at the end, whatever
+    affinity: Affinity = field(default_factory=lambda: Affinity(None, None, "not planned"))
+    broker_pid: int | None = None  # the local broker's JVM, for its CPU time
+
+    def derived(self, app: str, partitions: int | None = None) -> Run:
+        """The same run (broker, folders, pinning, processes to stop) for another app:
+        topics of its own, ``partitions`` partitions."""
+        return Run(
+            self.bootstrap,
+            app,
+            self.partitions if partitions is None else partitions,
+            self.work_dir,
+            self.log_dir,
+            self.processes,
+            self.affinity,
+            self.broker_pid,
+        )
 
     @property
     def input(self) -> str:
@@ -68,17 +87,20 @@ class Process:
     argv: list[str]
     env: dict[str, str]
     log_path: Path
+    affinity: Affinity | None = None  # pinned to its system CPU when the plan says so
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
+    session_cpu: SessionCpu | None = None
 
     def start(self) -> None:
         """Start it (its output goes to ``log_path``)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        argv = self.argv if self.affinity is None else self.affinity.command(self.argv)
         with open(self.log_path, "ab") as log:
-            log.write(f"\n==== {time.strftime('%H:%M:%S')} {' '.join(self.argv)}\n".encode())
+            log.write(f"\n==== {time.strftime('%H:%M:%S')} {' '.join(argv)}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                self.argv,
+                argv,
                 env={**os.environ, **self.env, "PYTHONPATH": str(ROOT)},
                 cwd=ROOT,
                 stdout=log,
@@ -87,6 +109,7 @@ class Process:
                 start_new_session=True,
             )
         self.started = time.monotonic()
+        self.session_cpu = SessionCpu(self.proc.pid)  # start_new_session: sid == pid
 
     def alive(self) -> bool:
         """True while the process runs."""
@@ -124,11 +147,11 @@ class Process:
         return None
 
     def cpu_seconds(self) -> float | None:
-        """User and system CPU time the process has used so far, or None once it ended."""
-        if not self.alive():
+        """User and system CPU time the process and its children (its session) have
+        used so far, or None once it ended."""
+        if not self.alive() or self.session_cpu is None:
             return None
-        assert self.proc is not None
-        return cpu_seconds(self.proc.pid)
+        return self.session_cpu()
 
     def log_tail(self, lines: int = 15) -> str:
         """The end of its log."""
@@ -168,7 +191,7 @@ class System:
         state_dir = run.work_dir / f"{self.name}{tag}"
         run.work_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
         argv, env = self.command(run, self.output(run), self.group(run), state_dir)
-        proc = Process(self.name, argv, env, run.log_dir / f"{self.name}.log")
+        proc = Process(self.name, argv, env, run.log_dir / f"{self.name}.log", run.affinity)
         run.processes.append(proc)
         return proc
 
