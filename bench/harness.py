@@ -234,6 +234,7 @@ async def _bench(
         "bootstrap_external": bool(os.environ.get("GARRISON_KAFKA_BOOTSTRAP")),
         "parts": sorted(args.parts),
         "pinning": _pinning(run.affinity, broker_pid),
+        "commits": {name: system.commits() for name, system in SYSTEMS.items()},
         **source_info(ROOT),
     }
     report = Report(params, machine_info(), skipped=dict(unable))

@@ -175,6 +175,7 @@ class System:
     command: Callable[[Run, str, str, Path], tuple[list[str], dict[str, str]]]
     check: Callable[[], str | None] = lambda: None
     capped: bool = False
+    commits: Callable[[], str] = lambda: ""  # its guarantee and commit interval, stated
 
     def output(self, run: Run) -> str:
         """Its output topic."""
@@ -239,13 +240,20 @@ def _interface(run: Run, output: str, group: str, state_dir: Path) -> list[str]:
 BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 
 
+# The exactly-once peers' commit intervals, passed explicitly (both are their own
+# defaults) so that what the results state is what ran: quixstreams commits its
+# transaction every 5 s, Kafka Streams under exactly_once_v2 every 100 ms.
+QUIX_COMMIT_INTERVAL_S = 5.0
+KSTREAMS_COMMIT_INTERVAL_MS = 100
+
+
 def _script(
-    path: Path, python: Path | str = sys.executable
+    path: Path, python: Path | str = sys.executable, extra: tuple[str, ...] = ()
 ) -> Callable[[Run, str, str, Path], tuple[list[str], dict[str, str]]]:
     def command(
         run: Run, output: str, group: str, state_dir: Path
     ) -> tuple[list[str], dict[str, str]]:
-        return [str(python), str(path), *_interface(run, output, group, state_dir)], {}
+        return [str(python), str(path), *_interface(run, output, group, state_dir), *extra], {}
 
     return command
 
@@ -253,7 +261,28 @@ def _script(
 def _kstreams(
     run: Run, output: str, group: str, state_dir: Path
 ) -> tuple[list[str], dict[str, str]]:
-    return ["java", "-jar", str(KSTREAMS_JAR), *_interface(run, output, group, state_dir)], {}
+    return [
+        "java",
+        "-jar",
+        str(KSTREAMS_JAR),
+        *_interface(run, output, group, state_dir),
+        "--commit-interval-ms",
+        str(KSTREAMS_COMMIT_INTERVAL_MS),
+    ], {}
+
+
+def _garrison_commit() -> str:
+    from pipeline.settings import Settings
+
+    # The worker inherits the harness's environment: a GARRISON_* set there applies.
+    fields = Settings.model_fields
+    size = os.environ.get("GARRISON_BATCH_SIZE", str(fields["batch_size"].default))
+    wait = os.environ.get("GARRISON_BATCH_WAIT_MS", str(fields["batch_wait_ms"].default))
+    return (
+        "exactly once: a transaction per batch per partition, up to GARRISON_BATCH_SIZE="
+        f"{size} events, a batch's first event waiting GARRISON_BATCH_WAIT_MS={wait} ms "
+        "for more"
+    )
 
 
 def _check_quix() -> str | None:
@@ -304,10 +333,39 @@ def _check_kstreams() -> str | None:
 SYSTEMS: dict[str, System] = {
     s.name: s
     for s in (
-        System("garrison", _garrison),
-        System("aiokafka_loop", _script(BASELINES / "aiokafka_loop.py")),
-        System("faust_naive", _script(BASELINES / "faust_naive.py"), capped=True),
-        System("quixstreams", _script(BASELINES / "quix.py", BENCH_PYTHON), check=_check_quix),
-        System("kafka_streams", _kstreams, check=_check_kstreams),
+        System("garrison", _garrison, commits=_garrison_commit),
+        System(
+            "aiokafka_loop",
+            _script(BASELINES / "aiokafka_loop.py"),
+            commits=lambda: "at least once: offsets committed after each fetched batch",
+        ),
+        System(
+            "faust_naive",
+            _script(BASELINES / "faust_naive.py"),
+            capped=True,
+            commits=lambda: "at least once: Faust's offset commits",
+        ),
+        System(
+            "quixstreams",
+            _script(
+                BASELINES / "quix.py",
+                BENCH_PYTHON,
+                ("--commit-interval", str(QUIX_COMMIT_INTERVAL_S)),
+            ),
+            check=_check_quix,
+            commits=lambda: (
+                'processing_guarantee="exactly-once", commit_interval '
+                f"{QUIX_COMMIT_INTERVAL_S} s (quixstreams' default)"
+            ),
+        ),
+        System(
+            "kafka_streams",
+            _kstreams,
+            check=_check_kstreams,
+            commits=lambda: (
+                f"exactly_once_v2, commit.interval.ms {KSTREAMS_COMMIT_INTERVAL_MS} "
+                "(Kafka Streams' default under exactly-once)"
+            ),
+        ),
     )
 }
