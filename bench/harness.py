@@ -8,8 +8,8 @@ once, runs each system over it one at a time, each pinned to a CPU of its own wi
 broker and the harness on the other (unless ``--unpinned``), with its CPU time and the
 broker's per event; measures garrison's latency at half its rate (and, in the full
 run, its restore time and memory with all instances), the statechart interpreter and
-the feature parts, prints a table and writes ``bench/results/latest.json``. See
-``bench/README.md``.
+the feature parts (among them every exactly-once peer's latency at the same rates),
+prints a table and writes ``bench/results/latest.json``. See ``bench/README.md``.
 """
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ QUICK = {
     "timeout_s": 60.0,
     "statechart_s": 1.5,
     "transactions_s": 3.0,
+    # Latency sessions (bench/session.py): the unmeasured warm-up, the seconds per
+    # rate and the seconds of each rate left out.
+    "peer_warm_s": 2.0,
+    "peer_s": 5.0,
+    "peer_left_out_s": 1.0,
 }
 FULL = {
     "tenants": 1000,
@@ -71,6 +76,9 @@ FULL = {
     "timeout_s": 120.0,
     "statechart_s": 3.0,
     "transactions_s": 5.0,
+    "peer_warm_s": 5.0,
+    "peer_s": 20.0,
+    "peer_left_out_s": 2.0,
 }
 
 
@@ -111,6 +119,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--only: unknown {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
     if chosen & {"latency", "restore"}:
         chosen.add("garrison")  # both measure the worker of garrison's run
+    if "peer_latency" in chosen:
+        chosen.add("garrison")  # one of its rates is half of garrison's
     if args.quick:
         chosen.discard("restore")
     args.parts = chosen
@@ -127,6 +137,9 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     # A system gets its start-up plus 1 ms per event (1,000 events/s) before it is stopped.
     base["timeout_s"] += base["events"] / 1000
     return base
+
+
+_PEERS = {"quixstreams", "kafka_streams"}  # checked (and built) for peer_latency too
 
 
 def _pinning(affinity: Affinity, broker_pid: int | None) -> dict[str, Any]:
@@ -176,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         t = time.monotonic()
         with ThreadPoolExecutor(max_workers=2) as pool:  # check (and build) meanwhile
-            checks = {n: pool.submit(SYSTEMS[n].check) for n in SYSTEMS if n in args.parts}
+            needed = args.parts | (_PEERS if "peer_latency" in args.parts else set())
+            checks = {n: pool.submit(SYSTEMS[n].check) for n in SYSTEMS if n in needed}
             bootstrap, kafka = _start_broker(work)
             unable = {n: r for n, f in checks.items() if (r := f.result()) is not None}
         where = "local Kafka" if kafka is not None else "GARRISON_KAFKA_BOOTSTRAP"

@@ -15,6 +15,7 @@ import orjson
 
 from bench.latency import Latency
 from bench.restore import Restore
+from bench.session import Session
 from bench.throughput import Measured
 
 __all__ = ["Report", "machine_info", "source_info"]
@@ -89,6 +90,10 @@ class Report:
     extra_figures: dict[str, float] = field(default_factory=dict)
     extra_ratios: dict[str, float] = field(default_factory=dict)
     extra_lines: list[str] = field(default_factory=list)
+    # What a part measured in detail, under its name in the results' ``sections``.
+    extra_sections: dict[str, Any] = field(default_factory=dict)
+    # Latency sessions by name (bench/session.py), for a part that builds on another's.
+    sessions: dict[str, Session] = field(default_factory=dict)
 
     def rate(self, name: str) -> float | None:
         """A system's events/s, if it ran and produced a rate."""
@@ -165,6 +170,7 @@ class Report:
                 for name, m in self.measured.items()
             },
             "skipped": self.skipped,
+            "sections": self.extra_sections,
             "latency": {f"1/{k}": vars(v) for k, v in self.latencies.items()},
             "restore": None if self.restore is None else vars(self.restore),
             "notes": self.notes,
