@@ -8,8 +8,9 @@ once, runs each system over it one at a time, each pinned to a CPU of its own wi
 broker and the harness on the other (unless ``--unpinned``), with its CPU time and the
 broker's per event; measures garrison's latency at half its rate (and, in the full
 run, its restore time and memory with all instances), the statechart interpreter and
-the feature parts (among them every exactly-once peer's latency at the same rates),
-prints a table and writes ``bench/results/latest.json``. See ``bench/README.md``.
+the feature parts (among them every exactly-once peer's latency at the same rates and
+one worker's 32 partitions against 4), prints a table and writes
+``bench/results/latest.json``. See ``bench/README.md``.
 """
 
 from __future__ import annotations
