@@ -79,6 +79,10 @@ class Latency:
     cpu_s: dict[str, float] = field(default_factory=dict)
     window_s: float = 0.0  # how long the measured sending took
     markers_per_s: float | None = None  # transaction markers among the measured events
+    # Events after the warm-up whose state change was not seen by the end of the drain
+    # (30 s after the last send): the system was behind; they count in the percentiles
+    # as later than any seen, which may leave p99 (and p50) unknown.
+    unseen: int = 0
 
     def share(self, counter: str) -> float | None:
         """A counter's CPU time over the measured sending, as a share of one core."""
@@ -96,10 +100,14 @@ class Latency:
         return None if cpu is None or not self.measured_events else cpu * 1e6 / self.measured_events
 
 
-def _percentile(ordered: list[float], q: float) -> float | None:
-    if not ordered:
+def _percentile(ordered: list[float], q: float, total: int) -> float | None:
+    """The ``q`` quantile of ``total`` latencies of which ``ordered`` were seen: the
+    unseen ones count as later than any, so a quantile among them is unknown (None),
+    not the largest seen."""
+    if not ordered or total <= 0:
         return None
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    i = min(total - 1, int(q * total))
+    return ordered[i] if i < len(ordered) else None
 
 
 def _partitioner(partitions: int) -> Callable[[bytes], int]:
@@ -229,6 +237,7 @@ async def measure_phases(
     n = len(phases)
     latencies: list[list[float]] = [[] for _ in range(n)]
     received = [0] * n
+    timed = [0] * n  # sent after the phase's warm-up: the ones its figures are of
     markers = [0] * n
     sent = [0] * n
     measure_from_ms = [float("inf")] * n
@@ -285,6 +294,7 @@ async def measure_phases(
                     if batch.append(key=key, value=value, timestamp=None) is None:
                         break  # a full batch: the rest goes next tick
                     sent[k] += 1
+                    timed[k] += now_ms >= measure_from_ms[k]
                     total += 1
                 for partition, batch in batches.items():
                     await producer.send_batch(batch, target.input, partition=partition)
@@ -313,14 +323,15 @@ async def measure_phases(
             phase.warmup_s,
             sent[k],
             received[k],
-            _percentile(ordered, 0.50),
-            _percentile(ordered, 0.99),
+            _percentile(ordered, 0.50, timed[k]),
+            _percentile(ordered, 0.99, timed[k]),
             ordered[-1] if ordered else None,
             label=phase.label,
             measured_events=measured,
             cpu_s=cpu_s,
             window_s=window_s,
             markers_per_s=markers[k] / measured_s if measured_s > 0 and latencies[k] else None,
+            unseen=max(0, timed[k] - len(ordered)),
         )
         lat.worker_cpu = lat.share("system")
         out.append(lat)

@@ -74,7 +74,10 @@ async def measure_partitions(ctx: PartContext) -> None:
         sections[str(count)] = {"session": session.name, **session.summary()}
         lat = session.at(phases[1].label)
         if session.error is not None or lat is None or lat.p99_ms is None or lat.p50_ms is None:
-            report.notes.append(f"partitions {count}: {session.error or 'no latencies'}")
+            why = session.error or (
+                "no latencies" if lat is None else f"{lat.unseen:,} state changes unseen"
+            )
+            report.notes.append(f"partitions {count}: {why}")
             continue
         measured[count] = lat
         f[f"partitions_{count}_p50_ms"] = lat.p50_ms

@@ -67,16 +67,20 @@ def peer_phases(rates: list[tuple[str, float]], settings: dict[str, float]) -> l
 
 def _cell(session: Session, label: str) -> str:
     lat = session.at(label)
-    if lat is None or lat.p99_ms is None or lat.p50_ms is None:
+    if lat is None:
         return "-"
     cpu, broker = lat.share("system"), lat.us_per_event("broker")
     return (
-        f"{lat.p50_ms:,.0f}/{lat.p99_ms:,.0f} ms"
+        f"{_ms(lat.p50_ms)}/{_ms(lat.p99_ms)} ms"
         + ("" if cpu is None else f" {cpu:.0%}")
         + ("" if broker is None else f" b{broker:,.0f}us")
-        + ("" if lat.received >= lat.sent else f" ({lat.sent - lat.received:,} unseen)")
+        + ("" if not lat.unseen else f" ({lat.unseen:,} unseen)")
         + short_of_rate(lat)
     )
+
+
+def _ms(value: float | None) -> str:
+    return "?" if value is None else f"{value:,.0f}"
 
 
 def short_of_rate(lat: Latency) -> str:
@@ -124,10 +128,17 @@ async def measure_peers(ctx: PartContext) -> None:
         if session.error is not None:
             report.notes.append(f"peer_latency {name}: {session.error}")
         for lat in session.latencies:
-            if lat.label == "warm-up" or lat.p99_ms is None or lat.p50_ms is None:
+            if lat.label == "warm-up":
                 continue
-            report.extra_figures[f"{name}_p50_ms_at_{lat.label}"] = lat.p50_ms
-            report.extra_figures[f"{name}_p99_ms_at_{lat.label}"] = lat.p99_ms
+            for q, value in (("p50", lat.p50_ms), ("p99", lat.p99_ms)):
+                if value is not None:
+                    report.extra_figures[f"{name}_{q}_ms_at_{lat.label}"] = value
+            if lat.unseen:
+                report.notes.append(
+                    f"peer_latency {name} at {lat.rate:,.0f} ev/s: {lat.unseen:,} state changes "
+                    "not seen 30 s after the last send (it fell behind); a percentile among "
+                    "them is unknown and has no figure"
+                )
     report.extra_sections["peer_latency"] = {
         "rates": {label: round(rate, 1) for label, rate in rates},
         "phases": [vars(p) for p in phases],
