@@ -14,8 +14,10 @@ and the scheduler places everything.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,19 @@ class Affinity:
         CPU. Threads inherit the affinity of the thread that makes them, so this runs
         before the harness starts any thread."""
         if self.harness_cpus is not None:
+            os.sched_setaffinity(0, set(self.harness_cpus))
+
+    @contextlib.contextmanager
+    def on_system_cpu(self) -> Iterator[None]:
+        """Run this thread (and the processes it starts meanwhile) on the system CPU:
+        for a system that runs inside the harness (replay's jobs), then back."""
+        if self.system_cpus is None or self.harness_cpus is None:
+            yield
+            return
+        os.sched_setaffinity(0, set(self.system_cpus))
+        try:
+            yield
+        finally:
             os.sched_setaffinity(0, set(self.harness_cpus))
 
     def command(self, argv: list[str]) -> list[str]:

@@ -107,6 +107,8 @@ class CpuSampler:
         self.sample()
 
     def _at(self, name: str, t: float) -> float | None:
+        if name not in self._values:
+            return None  # not a counter of this sampler (no local broker, say)
         points: list[tuple[float, float]] = [
             (x, v) for x, v in zip(self._times, self._values[name], strict=True) if v is not None
         ]

@@ -262,8 +262,8 @@ async def _bench(
     print(params["pinning"]["description"], flush=True)
     if run.affinity.pinned and set(registered()) & args.parts:
         report.notes.append(
-            "pinned: what a feature part runs inside the harness process (replay's jobs) "
-            "runs on the harness CPU, with the broker; the systems it starts are pinned"
+            "pinned: the feature parts' systems are pinned like the others (replay's jobs, "
+            "started by the harness, on the system CPU too)"
         )
     # garrison last: its latency run adds events to the input topic, and its worker stays
     # up for it (and for the restore), so nothing else may run after it on that topic.
