@@ -292,6 +292,7 @@ async def _bench(
             continue
         cap = s["cap_s"] if system.capped else None
         keep = name == "garrison" and bool(args.parts & {"latency", "restore"})
+        t = time.monotonic()
         m = await run_throughput(
             run, system, workload.events, sample, cap_s=cap, timeout_s=s["timeout_s"], keep=keep
         )
@@ -304,6 +305,8 @@ async def _bench(
         )
         if name == "garrison" and m.process is not None:
             await _garrison_extras(args, s, run, workload, report, m.process)
+        report.timings[name] = time.monotonic() - t  # garrison's with latency and restore
+    t = time.monotonic()
     if "statechart" in args.parts:
         from bench.statechart import measure
 
@@ -320,10 +323,14 @@ async def _bench(
             seconds=s["transactions_s"],
             broker_pid=broker_pid,
         )
+    report.timings["statechart_and_transactions"] = time.monotonic() - t
     for name, part in registered().items():
         if name in args.parts:
             print(f"{name} ...", flush=True)
+            t = time.monotonic()
             await part(PartContext(run, report, s, args.quick, workload, broker_pid))
+            report.timings[name] = time.monotonic() - t
+            print(f"{name}: {report.timings[name]:.0f} s", flush=True)
     if "quixstreams" in report.skipped or "kafka_streams" in report.skipped:
         report.notes.append("skipped systems have no figure in the results file")
     print()

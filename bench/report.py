@@ -94,6 +94,7 @@ class Report:
     extra_sections: dict[str, Any] = field(default_factory=dict)
     # Latency sessions by name (bench/session.py), for a part that builds on another's.
     sessions: dict[str, Session] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds each step took
 
     def rate(self, name: str) -> float | None:
         """A system's events/s, if it ran and produced a rate."""
@@ -171,6 +172,7 @@ class Report:
             },
             "skipped": self.skipped,
             "sections": self.extra_sections,
+            "timings_s": {k: round(v, 1) for k, v in self.timings.items()},
             "latency": {f"1/{k}": vars(v) for k, v in self.latencies.items()},
             "restore": None if self.restore is None else vars(self.restore),
             "notes": self.notes,
