@@ -22,6 +22,7 @@ commit on the output topic.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
 from bench.workload import EVENT_TYPE, MACHINE, SOURCE, Workload
@@ -149,6 +151,17 @@ async def _assigned(bootstrap: str, topic: str) -> tuple[AIOKafkaConsumer, list[
             break  # let the requests retry
         await asyncio.sleep(0.2)
         await consumer._client.force_metadata_update()  # noqa: SLF001
+    # Even with a leader a new partition may refuse offset requests for a moment; the
+    # client retries them, logging an error each time: wait for an answer quietly.
+    fetcher = logging.getLogger("aiokafka.consumer.fetcher")
+    level = fetcher.level
+    fetcher.setLevel(logging.CRITICAL)
+    try:
+        await consumer.end_offsets(tps)
+    except KafkaError:
+        pass  # the requests that follow retry (and log) on their own
+    finally:
+        fetcher.setLevel(level)
     consumer.assign(tps)
     return consumer, tps
 
