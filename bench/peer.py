@@ -84,9 +84,11 @@ def _ms(value: float | None) -> str:
 
 
 def short_of_rate(lat: Latency) -> str:
-    """A note when the harness could not send at the rate asked (a busy harness CPU)."""
+    """A note when the harness did not send at the rate asked (a busy harness CPU)."""
     rate = lat.sent_rate
-    return "" if rate is None or rate >= 0.95 * lat.rate else f" (sent {rate:,.0f}/s)"
+    return (
+        "" if rate is None or abs(rate - lat.rate) <= 0.05 * lat.rate else f" (sent {rate:,.0f}/s)"
+    )
 
 
 async def measure_peers(ctx: PartContext) -> None:
