@@ -1,13 +1,16 @@
 """``bench/run``: garrison against its baselines on one workload, in one run.
 
     bench/run [--quick] [--events N] [--tenants T] [--instances I] [--partitions P]
-              [--only garrison,aiokafka_loop,...]
+              [--only garrison,aiokafka_loop,...] [--unpinned]
 
 Starts a local Kafka (unless ``GARRISON_KAFKA_BOOTSTRAP`` is set), produces the workload
-once, runs each system over it one at a time, measures garrison's latency at half its
-rate (and, in the full run, its restore time and memory with all instances), measures
-the statechart interpreter, prints a table and writes ``bench/results/latest.json``.
-See ``bench/README.md``.
+once, runs each system over it one at a time, each pinned to a CPU of its own with the
+broker and the harness on the other (unless ``--unpinned``), with its CPU time and the
+broker's per event; measures garrison's latency at half its rate (and, in the full
+run, its restore time and memory with all instances), the statechart interpreter and
+the feature parts (among them every exactly-once peer's latency at the same rates and
+one worker's 32 partitions against 4), prints a table and writes
+``bench/results/latest.json``. See ``bench/README.md``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.affinity import Affinity, cpus_allowed, plan_affinity
 from bench.parts import PartContext, registered
 from bench.report import Report, machine_info, source_info
 from bench.system import ROOT, SYSTEMS, Run
@@ -58,6 +62,11 @@ QUICK = {
     "timeout_s": 60.0,
     "statechart_s": 1.5,
     "transactions_s": 3.0,
+    # Latency sessions (bench/session.py): the unmeasured warm-up, the seconds per
+    # rate and the seconds of each rate left out.
+    "peer_warm_s": 2.0,
+    "peer_s": 5.0,
+    "peer_left_out_s": 1.0,
 }
 FULL = {
     "tenants": 1000,
@@ -68,6 +77,9 @@ FULL = {
     "timeout_s": 120.0,
     "statechart_s": 3.0,
     "transactions_s": 5.0,
+    "peer_warm_s": 5.0,
+    "peer_s": 20.0,
+    "peer_left_out_s": 2.0,
 }
 
 
@@ -90,6 +102,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds faust_naive runs after its first output (default 10 quick, 30 full)",
     )
     p.add_argument(
+        "--unpinned",
+        action="store_true",
+        help="leave CPU placement to the scheduler (default: each system on one CPU, the "
+        "broker and the harness on another)",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         help="results file (default bench/results/latest.json;"
@@ -102,6 +120,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--only: unknown {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
     if chosen & {"latency", "restore"}:
         chosen.add("garrison")  # both measure the worker of garrison's run
+    if "peer_latency" in chosen:
+        chosen.add("garrison")  # one of its rates is half of garrison's
     if args.quick:
         chosen.discard("restore")
     args.parts = chosen
@@ -118,6 +138,21 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     # A system gets its start-up plus 1 ms per event (1,000 events/s) before it is stopped.
     base["timeout_s"] += base["events"] / 1000
     return base
+
+
+_PEERS = {"quixstreams", "kafka_streams"}  # checked (and built) for peer_latency too
+
+
+def _pinning(affinity: Affinity, broker_pid: int | None) -> dict[str, Any]:
+    """The plan, and the CPUs the broker and this process are actually allowed."""
+    out = affinity.params()
+    out["harness_cpus_allowed"] = cpus_allowed(os.getpid())
+    out["broker_cpus_allowed"] = None if broker_pid is None else cpus_allowed(broker_pid)
+    if broker_pid is None:
+        out["description"] += (
+            "; the broker is external (GARRISON_KAFKA_BOOTSTRAP): not pinned, its CPU not measured"
+        )
+    return out
 
 
 def _start_broker(work: Path) -> tuple[str, Any]:
@@ -141,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     s = _settings(args)
     began = time.monotonic()
+    # Before any thread or child exists: they inherit it (the broker among them).
+    affinity = plan_affinity(args.unpinned)
+    affinity.pin_harness()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up below
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -152,14 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         t = time.monotonic()
         with ThreadPoolExecutor(max_workers=2) as pool:  # check (and build) meanwhile
-            checks = {n: pool.submit(SYSTEMS[n].check) for n in SYSTEMS if n in args.parts}
+            needed = args.parts | (_PEERS if "peer_latency" in args.parts else set())
+            checks = {n: pool.submit(SYSTEMS[n].check) for n in SYSTEMS if n in needed}
             bootstrap, kafka = _start_broker(work)
             unable = {n: r for n, f in checks.items() if (r := f.result()) is not None}
         where = "local Kafka" if kafka is not None else "GARRISON_KAFKA_BOOTSTRAP"
         print(f"broker: {where} at {bootstrap} ({time.monotonic() - t:.1f} s)", flush=True)
         app = f"bench-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:4]}"
-        run = Run(bootstrap, app, args.partitions, work, RESULTS)
         broker_pid = kafka.status().pid if kafka is not None else None
+        run = Run(bootstrap, app, args.partitions, work, RESULTS, [], affinity, broker_pid)
         report = asyncio.run(_bench(args, s, run, unable, broker_pid))
     finally:
         for proc in run.processes if run is not None else []:
@@ -209,6 +248,8 @@ async def _bench(
         "system_timeout_s": s["timeout_s"],
         "bootstrap_external": bool(os.environ.get("GARRISON_KAFKA_BOOTSTRAP")),
         "parts": sorted(args.parts),
+        "pinning": _pinning(run.affinity, broker_pid),
+        "commits": {name: system.commits() for name, system in SYSTEMS.items()},
         **source_info(ROOT),
     }
     report = Report(params, machine_info(), skipped=dict(unable))
@@ -218,6 +259,12 @@ async def _bench(
         f"{report.machine['java']}",
         flush=True,
     )
+    print(params["pinning"]["description"], flush=True)
+    if run.affinity.pinned and set(registered()) & args.parts:
+        report.notes.append(
+            "pinned: the feature parts' systems are pinned like the others (replay's jobs, "
+            "started by the harness, on the system CPU too)"
+        )
     # garrison last: its latency run adds events to the input topic, and its worker stays
     # up for it (and for the restore), so nothing else may run after it on that topic.
     systems = [n for n in SYSTEMS if n in args.parts and n != "garrison"]
@@ -245,6 +292,7 @@ async def _bench(
             continue
         cap = s["cap_s"] if system.capped else None
         keep = name == "garrison" and bool(args.parts & {"latency", "restore"})
+        t = time.monotonic()
         m = await run_throughput(
             run, system, workload.events, sample, cap_s=cap, timeout_s=s["timeout_s"], keep=keep
         )
@@ -257,6 +305,8 @@ async def _bench(
         )
         if name == "garrison" and m.process is not None:
             await _garrison_extras(args, s, run, workload, report, m.process)
+        report.timings[name] = time.monotonic() - t  # garrison's with latency and restore
+    t = time.monotonic()
     if "statechart" in args.parts:
         from bench.statechart import measure
 
@@ -273,10 +323,14 @@ async def _bench(
             seconds=s["transactions_s"],
             broker_pid=broker_pid,
         )
+    report.timings["statechart_and_transactions"] = time.monotonic() - t
     for name, part in registered().items():
         if name in args.parts:
             print(f"{name} ...", flush=True)
+            t = time.monotonic()
             await part(PartContext(run, report, s, args.quick, workload, broker_pid))
+            report.timings[name] = time.monotonic() - t
+            print(f"{name}: {report.timings[name]:.0f} s", flush=True)
     if "quixstreams" in report.skipped or "kafka_streams" in report.skipped:
         report.notes.append("skipped systems have no figure in the results file")
     print()

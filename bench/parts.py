@@ -39,7 +39,13 @@ Part = Callable[[PartContext], Awaitable[None]]
 PARTS: dict[str, Part] = {}
 """Feature parts by name; a module adds its own (``PARTS["update"] = measure_update``)."""
 
-MODULES: list[str] = ["bench.replay", "bench.kv", "bench.failover"]
+MODULES: list[str] = [
+    "bench.replay",
+    "bench.kv",
+    "bench.failover",
+    "bench.peer",
+    "bench.partition",
+]
 """The modules that register parts, imported by :func:`registered` (one line each)."""
 
 

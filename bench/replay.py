@@ -57,8 +57,8 @@ def _worker(keep: int) -> System:
 async def _dispatch(ctx: PartContext, tag: str, keep: int, *, stay: bool) -> tuple[Run, Measured]:
     base = ctx.run
     work = base.work_dir / tag  # a data dir of its own: the app is a different one
-    run = Run(base.bootstrap, f"{base.app}-{tag}", base.partitions, work, base.log_dir)
-    run.processes = base.processes  # stopped at the end, whatever happens
+    run = base.derived(f"{base.app}-{tag}")  # pinned like every system; same processes
+    run.work_dir = work
     await create_topics(run.bootstrap, [run.input], run.partitions)
     await produce(run.bootstrap, run.input, run.partitions, ctx.workload.records())
     measured = await run_throughput(
@@ -150,9 +150,10 @@ async def measure_replay(ctx: PartContext) -> None:
         )
         started = time.monotonic()
         jobs = max(1, min(os.cpu_count() or 1, run.partitions))
-        result = await replay(
-            settings, registry, ReplayOptions(wait_s=120, jobs=jobs, spec="bench.app")
-        )
+        with run.affinity.on_system_cpu():  # replay is the system here: its CPU, pinned
+            result = await replay(
+                settings, registry, ReplayOptions(wait_s=120, jobs=jobs, spec="bench.app")
+            )
         seconds = time.monotonic() - started
     finally:
         await asyncio.to_thread(worker.stop)

@@ -15,6 +15,7 @@ import orjson
 
 from bench.latency import Latency
 from bench.restore import Restore
+from bench.session import Session
 from bench.throughput import Measured
 
 __all__ = ["Report", "machine_info", "source_info"]
@@ -89,6 +90,11 @@ class Report:
     extra_figures: dict[str, float] = field(default_factory=dict)
     extra_ratios: dict[str, float] = field(default_factory=dict)
     extra_lines: list[str] = field(default_factory=list)
+    # What a part measured in detail, under its name in the results' ``sections``.
+    extra_sections: dict[str, Any] = field(default_factory=dict)
+    # Latency sessions by name (bench/session.py), for a part that builds on another's.
+    sessions: dict[str, Session] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds each step took
 
     def rate(self, name: str) -> float | None:
         """A system's events/s, if it ran and produced a rate."""
@@ -102,6 +108,11 @@ class Report:
             rate = self.rate(name)
             if rate is not None:
                 out[f"{name}_events_per_s"] = round(rate, 1)
+            m = self.measured.get(name)
+            if m is not None and m.cpu_us_per_event is not None:
+                out[f"{name}_cpu_us_per_event"] = round(m.cpu_us_per_event, 1)
+            if m is not None and m.broker_cpu_us_per_event is not None:
+                out[f"{name}_broker_cpu_us_per_event"] = round(m.broker_cpu_us_per_event, 1)
         for share, prefix in ((2, "latency"), (4, "latency_quarter_rate")):
             lat = self.latencies.get(share)
             if lat is not None and lat.p50_ms is not None and lat.p99_ms is not None:
@@ -152,10 +163,16 @@ class Report:
                     "startup_s": None if m.startup_s is None else round(m.startup_s, 1),
                     "ended": m.ended,
                     "verified": m.verified,
+                    "cpu_s": None if m.cpu_s is None else round(m.cpu_s, 3),
+                    "broker_cpu_s": None if m.broker_cpu_s is None else round(m.broker_cpu_s, 3),
+                    "cores": None if m.cores is None else round(m.cores, 3),
+                    "cpus": m.cpus,
                 }
                 for name, m in self.measured.items()
             },
             "skipped": self.skipped,
+            "sections": self.extra_sections,
+            "timings_s": {k: round(v, 1) for k, v in self.timings.items()},
             "latency": {f"1/{k}": vars(v) for k, v in self.latencies.items()},
             "restore": None if self.restore is None else vars(self.restore),
             "notes": self.notes,
@@ -165,24 +182,34 @@ class Report:
     def lines(self) -> list[str]:
         """The printed summary."""
         ours = self.rate("garrison")
+        pin = self.params.get("pinning", {})
         out = [
             f"{'system':15} {'events/s':>10} {'outputs':>10} {'span s':>7} {'start s':>7} "
-            f"{'garrison/x':>10}  run"
+            f"{'garrison/x':>10} {'cpu us/ev':>9} {'cores':>5} {'broker us/ev':>12}  run"
         ]
+        blank = f"{'':>10} {'':>7} {'':>7} {'':>10} {'':>9} {'':>5} {'':>12}"
         for name in ORDER:
             m = self.measured.get(name)
             if m is None:
                 reason = self.skipped.get(name, "not selected (--only)")
-                out.append(
-                    f"{name:15} {'-':>10} {'':>10} {'':>7} {'':>7} {'':>10}  skipped: {reason}"
-                )
+                out.append(f"{name:15} {'-':>10} {blank}  skipped: {reason}")
                 continue
             ratio = ours / m.rate if ours is not None and m.rate else None
             out.append(
                 f"{name:15} {_num(m.rate):>10} {m.outputs:>10,} {m.span_s:>7.1f} "
-                f"{_num(m.startup_s, 1):>7} {_num(ratio, 2):>10}  "
+                f"{_num(m.startup_s, 1):>7} {_num(ratio, 2):>10} "
+                f"{_num(m.cpu_us_per_event, 1):>9} {_num(m.cores, 2):>5} "
+                f"{_num(m.broker_cpu_us_per_event, 1):>12}  "
                 f"{m.ended}; {m.verified}"
             )
+        if self.measured:
+            out.append(
+                "cpu us/ev: CPU time of the system's processes per output, from its first "
+                "output to its last (catch-up); cores: the same as a share of one core; "
+                "broker us/ev: the broker's CPU per output over the same window"
+            )
+        if pin:
+            out.append(str(pin.get("description")))
         for part in ("latency", "restore"):
             if part in self.skipped:
                 out.append(f"{part}: skipped: {self.skipped[part]}")

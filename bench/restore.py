@@ -74,6 +74,7 @@ async def measure_restore(
         worker.argv,
         {**worker.env, "GARRISON_WEB_PORT": str(free_port())},
         worker.log_path.with_name("garrison-restore.log"),
+        worker.affinity,
     )
     run.processes.append(fresh)
     fresh.start()

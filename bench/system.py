@@ -19,6 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.affinity import Affinity
+from bench.cpu import SessionCpu
+
 __all__ = ["ROOT", "Process", "Run", "System", "SYSTEMS", "cpu_seconds", "free_port"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +56,22 @@ class Run:
     work_dir: Path  # state dirs live here
     log_dir: Path
     processes: list[Process] = field(default_factory=list)  # stopped at the end, whatever
+    affinity: Affinity = field(default_factory=lambda: Affinity(None, None, "not planned"))
+    broker_pid: int | None = None  # the local broker's JVM, for its CPU time
+
+    def derived(self, app: str, partitions: int | None = None) -> Run:
+        """The same run (broker, folders, pinning, processes to stop) for another app:
+        topics of its own, ``partitions`` partitions."""
+        return Run(
+            self.bootstrap,
+            app,
+            self.partitions if partitions is None else partitions,
+            self.work_dir,
+            self.log_dir,
+            self.processes,
+            self.affinity,
+            self.broker_pid,
+        )
 
     @property
     def input(self) -> str:
@@ -68,17 +87,20 @@ class Process:
     argv: list[str]
     env: dict[str, str]
     log_path: Path
+    affinity: Affinity | None = None  # pinned to its system CPU when the plan says so
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
+    session_cpu: SessionCpu | None = None
 
     def start(self) -> None:
         """Start it (its output goes to ``log_path``)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        argv = self.argv if self.affinity is None else self.affinity.command(self.argv)
         with open(self.log_path, "ab") as log:
-            log.write(f"\n==== {time.strftime('%H:%M:%S')} {' '.join(self.argv)}\n".encode())
+            log.write(f"\n==== {time.strftime('%H:%M:%S')} {' '.join(argv)}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                self.argv,
+                argv,
                 env={**os.environ, **self.env, "PYTHONPATH": str(ROOT)},
                 cwd=ROOT,
                 stdout=log,
@@ -87,6 +109,7 @@ class Process:
                 start_new_session=True,
             )
         self.started = time.monotonic()
+        self.session_cpu = SessionCpu(self.proc.pid)  # start_new_session: sid == pid
 
     def alive(self) -> bool:
         """True while the process runs."""
@@ -131,11 +154,11 @@ class Process:
         return None
 
     def cpu_seconds(self) -> float | None:
-        """User and system CPU time the process has used so far, or None once it ended."""
-        if not self.alive():
+        """User and system CPU time the process and its children (its session) have
+        used so far, or None once it ended."""
+        if not self.alive() or self.session_cpu is None:
             return None
-        assert self.proc is not None
-        return cpu_seconds(self.proc.pid)
+        return self.session_cpu()
 
     def log_tail(self, lines: int = 15) -> str:
         """The end of its log."""
@@ -159,6 +182,7 @@ class System:
     command: Callable[[Run, str, str, Path], tuple[list[str], dict[str, str]]]
     check: Callable[[], str | None] = lambda: None
     capped: bool = False
+    commits: Callable[[], str] = lambda: ""  # its guarantee and commit interval, stated
 
     def output(self, run: Run) -> str:
         """Its output topic."""
@@ -175,7 +199,7 @@ class System:
         state_dir = run.work_dir / f"{self.name}{tag}"
         run.work_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
         argv, env = self.command(run, self.output(run), self.group(run), state_dir)
-        proc = Process(self.name, argv, env, run.log_dir / f"{self.name}.log")
+        proc = Process(self.name, argv, env, run.log_dir / f"{self.name}.log", run.affinity)
         run.processes.append(proc)
         return proc
 
@@ -223,13 +247,20 @@ def _interface(run: Run, output: str, group: str, state_dir: Path) -> list[str]:
 BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 
 
+# The exactly-once peers' commit intervals, passed explicitly (both are their own
+# defaults) so that what the results state is what ran: quixstreams commits its
+# transaction every 5 s, Kafka Streams under exactly_once_v2 every 100 ms.
+QUIX_COMMIT_INTERVAL_S = 5.0
+KSTREAMS_COMMIT_INTERVAL_MS = 100
+
+
 def _script(
-    path: Path, python: Path | str = sys.executable
+    path: Path, python: Path | str = sys.executable, extra: tuple[str, ...] = ()
 ) -> Callable[[Run, str, str, Path], tuple[list[str], dict[str, str]]]:
     def command(
         run: Run, output: str, group: str, state_dir: Path
     ) -> tuple[list[str], dict[str, str]]:
-        return [str(python), str(path), *_interface(run, output, group, state_dir)], {}
+        return [str(python), str(path), *_interface(run, output, group, state_dir), *extra], {}
 
     return command
 
@@ -237,7 +268,28 @@ def _script(
 def _kstreams(
     run: Run, output: str, group: str, state_dir: Path
 ) -> tuple[list[str], dict[str, str]]:
-    return ["java", "-jar", str(KSTREAMS_JAR), *_interface(run, output, group, state_dir)], {}
+    return [
+        "java",
+        "-jar",
+        str(KSTREAMS_JAR),
+        *_interface(run, output, group, state_dir),
+        "--commit-interval-ms",
+        str(KSTREAMS_COMMIT_INTERVAL_MS),
+    ], {}
+
+
+def _garrison_commit() -> str:
+    from pipeline.settings import Settings
+
+    # The worker inherits the harness's environment: a GARRISON_* set there applies.
+    fields = Settings.model_fields
+    size = os.environ.get("GARRISON_BATCH_SIZE", str(fields["batch_size"].default))
+    wait = os.environ.get("GARRISON_BATCH_WAIT_MS", str(fields["batch_wait_ms"].default))
+    return (
+        "exactly once: a transaction per batch per partition, up to GARRISON_BATCH_SIZE="
+        f"{size} events, a batch's first event waiting GARRISON_BATCH_WAIT_MS={wait} ms "
+        "for more"
+    )
 
 
 def _check_quix() -> str | None:
@@ -288,10 +340,39 @@ def _check_kstreams() -> str | None:
 SYSTEMS: dict[str, System] = {
     s.name: s
     for s in (
-        System("garrison", _garrison),
-        System("aiokafka_loop", _script(BASELINES / "aiokafka_loop.py")),
-        System("faust_naive", _script(BASELINES / "faust_naive.py"), capped=True),
-        System("quixstreams", _script(BASELINES / "quix.py", BENCH_PYTHON), check=_check_quix),
-        System("kafka_streams", _kstreams, check=_check_kstreams),
+        System("garrison", _garrison, commits=_garrison_commit),
+        System(
+            "aiokafka_loop",
+            _script(BASELINES / "aiokafka_loop.py"),
+            commits=lambda: "at least once: offsets committed after each fetched batch",
+        ),
+        System(
+            "faust_naive",
+            _script(BASELINES / "faust_naive.py"),
+            capped=True,
+            commits=lambda: "at least once: Faust's offset commits",
+        ),
+        System(
+            "quixstreams",
+            _script(
+                BASELINES / "quix.py",
+                BENCH_PYTHON,
+                ("--commit-interval", str(QUIX_COMMIT_INTERVAL_S)),
+            ),
+            check=_check_quix,
+            commits=lambda: (
+                'processing_guarantee="exactly-once", commit_interval '
+                f"{QUIX_COMMIT_INTERVAL_S} s (quixstreams' default)"
+            ),
+        ),
+        System(
+            "kafka_streams",
+            _kstreams,
+            check=_check_kstreams,
+            commits=lambda: (
+                f"exactly_once_v2, commit.interval.ms {KSTREAMS_COMMIT_INTERVAL_MS} "
+                "(Kafka Streams' default under exactly-once)"
+            ),
+        ),
     )
 }

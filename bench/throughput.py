@@ -4,6 +4,10 @@ Events per second = records on the system's output topic / the time between the 
 and the last of them, both stamped by the broker when it appended them
 (``LogAppendTime``). So process start, group join and state recovery are outside the
 window and need no warm-up rule; the first records after start-up are inside it.
+
+CPU time per event over the same window: the CPU time the system's processes (and,
+apart, the broker) used from the first output's append time to the last one's,
+interpolated from readings taken every 0.2 s (:mod:`bench.cpu`), over the outputs.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from bench.system import Process, Run, System
+from bench.affinity import cpus_allowed
+from bench.cpu import CpuSampler, Reading
+from bench.system import Process, Run, System, cpu_seconds
 from bench.topic import OUTPUT_CONFIG, OutputScan, Watcher, create_topics, scan_output
 from bench.workload import Expected
 
@@ -34,6 +40,27 @@ class Measured:
     ended: str  # complete | capped | timed out | stalled | exited
     verified: str
     process: Process | None = None
+    cpu_s: float | None = None  # the system's CPU seconds over the output window
+    broker_cpu_s: float | None = None  # the broker's, over the same window
+    cpus: str | None = None  # the CPUs its process was allowed (Cpus_allowed_list)
+
+    def _per_event(self, seconds: float | None) -> float | None:
+        return None if seconds is None or not self.outputs else seconds * 1e6 / self.outputs
+
+    @property
+    def cpu_us_per_event(self) -> float | None:
+        """The system's CPU microseconds per output, over its output window."""
+        return self._per_event(self.cpu_s)
+
+    @property
+    def broker_cpu_us_per_event(self) -> float | None:
+        """The broker's CPU microseconds per output, over the same window."""
+        return self._per_event(self.broker_cpu_s)
+
+    @property
+    def cores(self) -> float | None:
+        """The system's CPU time over the window as a share of one core."""
+        return None if self.cpu_s is None or self.span_s <= 0 else self.cpu_s / self.span_s
 
     @property
     def complete(self) -> bool:
@@ -58,7 +85,13 @@ async def run_throughput(
     proc = system.process(run)
     started_wall = time.time()
     proc.start()
-    ended = await _watch(run, system, proc, events, cap_s, timeout_s)
+    counters: dict[str, Reading] = {"system": proc.cpu_seconds}
+    if run.broker_pid is not None:
+        pid = run.broker_pid
+        counters["broker"] = lambda: cpu_seconds(pid)
+    async with CpuSampler(counters) as cpu:
+        ended = await _watch(run, system, proc, events, cap_s, timeout_s)
+    cpus = cpus_allowed(proc.proc.pid) if proc.proc is not None else None
     if not keep or not proc.alive():
         await asyncio.to_thread(proc.stop)
     scan = await scan_output(run.bootstrap, output, [(e.tenant, e.instance) for e in sample])
@@ -67,6 +100,11 @@ async def run_throughput(
         verified = _verify(scan, sample)
     else:
         verified = f"not checked ({ended})"
+    window = (
+        None
+        if scan.first_ms is None or scan.last_ms is None
+        else (scan.first_ms / 1000, scan.last_ms / 1000)
+    )
     return Measured(
         system.name,
         scan.count,
@@ -76,6 +114,9 @@ async def run_throughput(
         ended,
         verified,
         proc if keep and proc.alive() else None,
+        cpu_s=None if window is None else cpu.between("system", *window),
+        broker_cpu_s=None if window is None else cpu.between("broker", *window),
+        cpus=cpus,
     )
 
 
