@@ -70,3 +70,18 @@ def test_the_cli_names_the_registered_versions(capsys: pytest.CaptureFixture[str
     assert "has no version 7; registered: v1" in capsys.readouterr().err
     assert main(["diagram", "tests.sample_app", "ghost"]) != 0
     assert "no machine named 'ghost'" in capsys.readouterr().err
+
+
+def test_version_and_module_entry_point(capsys: pytest.CaptureFixture[str]) -> None:
+    import subprocess
+    import sys
+
+    from garrison import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"garrison, version {__version__}"
+    done = subprocess.run(
+        [sys.executable, "-m", "garrison", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "kafka" in done.stdout
+    assert "worker" in done.stdout
