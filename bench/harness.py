@@ -89,7 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="200 tenants x 50 instances, 100k events; no restore (< 3 min)",
+        help="200 tenants x 50 instances, 100k events; no restore, and feature parts only"
+        " when --only names them (< 3 min)",
     )
     p.add_argument("--events", type=int, help="events to produce")
     p.add_argument("--tenants", type=int)
@@ -124,6 +125,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         chosen.add("garrison")  # one of its rates is half of garrison's
     if args.quick:
         chosen.discard("restore")
+        if not args.only:
+            # Each feature part starts workers of its own and takes a minute or more
+            # (failover alone three); --quick keeps the throughput comparison, latency,
+            # statecharts and transactions under 3 minutes, and runs a feature part
+            # only when --only names it.
+            chosen -= set(registered())
     args.parts = chosen
     return args
 
@@ -260,6 +267,10 @@ async def _bench(
         flush=True,
     )
     print(params["pinning"]["description"], flush=True)
+    if args.quick and not args.only:
+        report.notes.append(
+            "quick: no feature parts (" + ", ".join(registered()) + "); --only runs one"
+        )
     if run.affinity.pinned and set(registered()) & args.parts:
         report.notes.append(
             "pinned: the feature parts' systems are pinned like the others (replay's jobs, "
