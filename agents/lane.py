@@ -372,7 +372,7 @@ class Lane:
         decisions are ``pipeline.decision``'s); sends nothing."""
         d = self.d
         batch, out, stats, rules = prepared.batch, prepared.out, d.stats, self.rules
-        load, store, add = batch.load, batch.store, out.add
+        load, scan, store, add = batch.load, batch.scan, batch.store, out.add
         resume = self.resume
         taken = 0
         for i, rec in enumerate(records):
@@ -383,7 +383,7 @@ class Lane:
                 # Let the other lanes' broker responses in: a long stretch of pure CPU
                 # here would delay every commit waiting on the loop.
                 await asyncio.sleep(0)
-            applied = apply_record(rules, load, rec)
+            applied = apply_record(rules, load, rec, scan)
             stats.count(applied.verdict)
             if applied.outcome is not None:
                 assert applied.address is not None

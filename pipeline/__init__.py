@@ -32,6 +32,7 @@ from pipeline.record import Record
 from pipeline.registry import Registry
 from pipeline.settings import Settings
 from pipeline.step import fold, step
+from pipeline.view import Collect, Slice, View
 
 __all__ = [
     "Address",
@@ -73,4 +74,7 @@ __all__ = [
     "ServiceError",
     "error_event_type",
     "mermaid",
+    "View",
+    "Collect",
+    "Slice",
 ]

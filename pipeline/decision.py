@@ -37,6 +37,7 @@ from pipeline.registry import Registry
 from pipeline.seal import is_sealed
 from pipeline.settings import Topics
 from pipeline.step import TOMBSTONE_MS, step
+from pipeline.view import Scanner
 
 __all__ = [
     "Applied",
@@ -133,8 +134,10 @@ class Rules:
 _RESERVED = "garrison."
 
 
-def apply_record(rules: Rules, load: Loader, rec: Consumed) -> Applied:
-    """Decide what one record of the events topic does."""
+def apply_record(rules: Rules, load: Loader, rec: Consumed, scan: Scanner | None = None) -> Applied:
+    """Decide what one record of the events topic does. ``load`` (and ``scan``, for
+    collects) also serve the views machines declare (``pipeline.view``): reads of the
+    partition's records as of this record."""
     try:
         event = decode_event(rec.value, fallback_time_ms=rec.timestamp, headers=rec.headers)
         if event.timer is not None:
@@ -166,6 +169,8 @@ def apply_record(rules: Rules, load: Loader, rec: Consumed) -> Applied:
         event,
         keep_ids=rules.keep_ids,
         tombstone_ms=rules.tombstone_ms,
+        load=load,
+        scan=scan,
     )
     verdict = outcome.status
     if verdict == "rejected":

@@ -25,7 +25,7 @@ import copy
 import inspect
 import re
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
@@ -42,6 +42,8 @@ from pipeline.errors import (
     Rejected,
     UnknownEventType,
 )
+from pipeline.query import Queries
+from pipeline.view import NO_VIEWS, Siblings, ViewSpec, check_views, resolve
 
 __all__ = ["Incoming", "Machine", "Reducer", "explain"]
 
@@ -67,6 +69,8 @@ class Incoming(NamedTuple, Generic[P]):
     time_ms: int
     data: P
     parentid: str | None = None
+    views: Mapping[str, Any] = NO_VIEWS
+    """What the reducer declared it reads of its siblings (``pipeline.view``), by name."""
 
     @property
     def time(self) -> datetime:
@@ -178,6 +182,7 @@ class Machine(Generic[S]):
         ttl: timedelta | None = None,
         emits: dict[str, type[BaseModel]] | None = None,
         topics: Iterable[str] = (),
+        publish_computed: bool = False,
     ) -> None:
         from pipeline.address import check_id  # one rule for names everywhere
 
@@ -210,6 +215,14 @@ class Machine(Generic[S]):
                 f"machine {name!r}: state must be a pydantic BaseModel subclass or dict"
             )
         self._reducers: dict[str, tuple[Reducer, type[BaseModel] | None]] = {}
+        # What reducers read of their siblings, by event type (pipeline.view).
+        self.views: dict[str, tuple[ViewSpec, ...]] = {}
+        self.queries = Queries(
+            f"machine {name!r} v{version}",
+            config=lambda: self.config,
+            model=self._model,
+            publish=publish_computed,
+        )
         # A fixed initial state is validated and dumped once, not per new instance.
         self._initial_fn: Callable[[Any, Incoming[Any]], Any] | None = None
         self._initial_state: Any = None
@@ -233,8 +246,15 @@ class Machine(Generic[S]):
         """The event types this machine has reducers for."""
         return frozenset(self._reducers)
 
-    def on(self, event_type: str, *, payload: type[BaseModel] | None = None) -> Callable[[R], R]:
-        """Register the reducer for ``event_type``; ``payload`` is the event's contract.
+    def on(
+        self,
+        event_type: str,
+        *,
+        payload: type[BaseModel] | None = None,
+        views: Iterable[ViewSpec] = (),
+    ) -> Callable[[R], R]:
+        """Register the reducer for ``event_type``; ``payload`` is the event's contract;
+        ``views`` what it reads of sibling instances (``event.views``, ``pipeline.view``).
 
         Without ``payload``, a reducer whose event is annotated ``Incoming[Model]`` takes
         ``Model`` as its contract::
@@ -255,10 +275,14 @@ class Machine(Generic[S]):
         ):
             raise InvalidDefinition(f"payload for {event_type!r} must be a pydantic model")
 
+        specs = check_views(f"machine {self.name!r}", event_type, views)
+
         def register(fn: R) -> R:
             _check_reducer(event_type, fn)
             model = payload if payload is not None else _annotated_payload(event_type, fn)
             self._reducers[event_type] = (fn, model)
+            if specs:
+                self.views[event_type] = specs
             return fn
 
         return register
@@ -270,12 +294,33 @@ class Machine(Generic[S]):
             self.migrations, self.version, from_version, f"machine {self.name!r} v{self.version}"
         )
 
+    def query(
+        self,
+        name: str,
+        *,
+        params: type[BaseModel] | None = None,
+        result: type[BaseModel] | None = None,
+    ) -> Callable[[R], R]:
+        """Register the named query ``fn(config, state[, params])``: a pure read of an
+        instance's state, served over HTTP, the client and the CLI (``pipeline.query``)."""
+        return self.queries.query(name, params=params, result=result)
+
+    def computed(self, name: str) -> Callable[[R], R]:
+        """Register the computed value ``fn(config, state)``: derived on every read,
+        never stored (``pipeline.query``)."""
+        return self.queries.computed_value(name)
+
     # -- the Behaviour protocol ---------------------------------------------------------
 
-    def start(self, event: Event) -> tuple[Any, tuple[Effect, ...]]:
-        """Initial state, then the first event applied to it."""
+    def start(
+        self, event: Event, siblings: Siblings | None = None
+    ) -> tuple[Any, tuple[Effect, ...]]:
+        """Initial state, then the first event applied to it (``siblings``: what its
+        views read, when it declares any)."""
         reducer, payload = self._reducer(event.type)
         incoming = self._incoming(event, payload)
+        if self.views and (specs := self.views.get(event.type)) is not None:
+            incoming = incoming._replace(views=resolve(specs, incoming, event.type, siblings))
         if self._initial_fn is None:
             # Every new instance gets its own copy: a pydantic model keeps Any-typed
             # values by reference, so even a model state rebuilt from the shared dict
@@ -291,10 +336,15 @@ class Machine(Generic[S]):
             ) from exc
         return self._run(reducer, self._dump(initial, "initial state"), incoming)
 
-    def apply(self, state: Any, event: Event) -> tuple[Any, tuple[Effect, ...]]:
+    def apply(
+        self, state: Any, event: Event, siblings: Siblings | None = None
+    ) -> tuple[Any, tuple[Effect, ...]]:
         """Apply one event to a stored state."""
         reducer, payload = self._reducer(event.type)
-        return self._run(reducer, state, self._incoming(event, payload))
+        incoming = self._incoming(event, payload)
+        if self.views and (specs := self.views.get(event.type)) is not None:
+            incoming = incoming._replace(views=resolve(specs, incoming, event.type, siblings))
+        return self._run(reducer, state, incoming)
 
     # -- internals ----------------------------------------------------------------------
 
