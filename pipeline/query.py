@@ -341,6 +341,11 @@ def computed_of(
 ) -> tuple[dict[str, Any], dict[str, str]] | None:
     """The computed values of the instance, and the errors of those that failed; None
     when its machine declares none."""
+    if not any(
+        isinstance(q := getattr(b, "queries", None), Queries) and q.computed
+        for b in registry.versions(machine).values()
+    ):
+        return None  # the common read: no copy, no migration
     try:
         queries, state = _current(registry, machine, record)
     except QueryError as exc:
