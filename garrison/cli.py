@@ -8,6 +8,7 @@
 ``garrison state get T M I``       read one instance's state from the worker's query API
 ``garrison diagram APP MACHINE``   print a machine as a Mermaid state diagram
 ``garrison history T M I``         an instance's applied changes, or its state as of then
+``garrison query T M I NAME``      ask an instance's named query
 ``garrison replay APP``            replay the log with APP's machines and compare
 ``garrison dlq list|show|redrive`` dead letters: choose, inspect, send back
 
@@ -39,6 +40,7 @@ from garrison import __version__
 from garrison.dlq_cli import dlq
 from garrison.history_cli import history
 from garrison.local_kafka import LocalKafka
+from garrison.query_cli import query
 from garrison.replay_cli import replay
 from pipeline.errors import GarrisonError
 from pipeline.registry import Registry
@@ -284,6 +286,7 @@ def diagram(app: str, machine: str, version: int | None) -> int:
 cli.add_command(history)
 cli.add_command(replay)
 cli.add_command(dlq)
+cli.add_command(query)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
