@@ -320,7 +320,9 @@ class Machine(Generic[S]):
         reducer, payload = self._reducer(event.type)
         incoming = self._incoming(event, payload)
         if self.views and (specs := self.views.get(event.type)) is not None:
-            incoming = incoming._replace(views=resolve(specs, incoming, event.type, siblings))
+            incoming = Incoming._make(
+                (*incoming[:8], resolve(specs, incoming, event.type, siblings))
+            )
         if self._initial_fn is None:
             # Every new instance gets its own copy: a pydantic model keeps Any-typed
             # values by reference, so even a model state rebuilt from the shared dict
@@ -343,7 +345,9 @@ class Machine(Generic[S]):
         reducer, payload = self._reducer(event.type)
         incoming = self._incoming(event, payload)
         if self.views and (specs := self.views.get(event.type)) is not None:
-            incoming = incoming._replace(views=resolve(specs, incoming, event.type, siblings))
+            incoming = Incoming._make(
+                (*incoming[:8], resolve(specs, incoming, event.type, siblings))
+            )
         return self._run(reducer, state, incoming)
 
     # -- internals ----------------------------------------------------------------------

@@ -40,7 +40,7 @@ from pipeline.envelope import decode_event
 from pipeline.errors import Rejected
 from pipeline.outcome import StateChange
 from pipeline.record import Record
-from pipeline.view import instance_order
+from pipeline.view import Reads, instance_order
 
 __all__ = [
     "AddressFilter",
@@ -366,6 +366,7 @@ class Replayer:
         self.dead = dead_lettered or {}
         self.only = only
         self.stats = comparer.stats
+        self._views = Reads(scratch.scan)
 
     def event(self, rec: Consumed) -> None:
         """Replay one record of the events topic."""
@@ -386,7 +387,7 @@ class Replayer:
             refused = self._refused_firing(rec, note)
             if refused:
                 return
-        applied = apply_record(self.rules, self.scratch.load, rec, self.scratch.scan)
+        applied = apply_record(self.rules, self.scratch.load, rec, self._views)
         stats.count(applied.verdict)
         if applied.outcome is not None:
             assert applied.address is not None

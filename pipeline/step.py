@@ -44,7 +44,7 @@ from pipeline.ids import emitted_id, timer_event_id
 from pipeline.outcome import Outcome, Outgoing, StateChange, TimerWrite
 from pipeline.record import NO_TIMERS, Record, Timer
 from pipeline.registry import Registry
-from pipeline.view import Loader, Scanner, Siblings
+from pipeline.view import Loader, Reads, Siblings
 
 __all__ = [
     "EXPIRED_EVENT",
@@ -90,14 +90,15 @@ def step(
     keep_ids: int = 16,
     tombstone_ms: int = TOMBSTONE_MS,
     load: Loader | None = None,
-    scan: Scanner | None = None,
+    views: Reads | None = None,
 ) -> Outcome:
     """Apply ``event`` to ``record`` (None: the address has never been used). ``load``
-    and ``scan`` read the partition's other records as of this event, for machines that
-    declare views (``pipeline.view``); a view of nothing is None without them."""
+    (and ``views``: scans for collects, quicker state reads) read the partition's other
+    records as of this event, for machines that declare views (``pipeline.view``); a
+    view of nothing is None without them."""
     if record is not None and event.id in record.recent:
         return Outcome("duplicate", reason=f"event id {event.id!r} was applied already")
-    reads = (load, scan)
+    reads = (load, views)
     try:
         if event.timer is not None:
             return _fire(registry, record, event, keep_ids, tombstone_ms, reads)
@@ -148,7 +149,7 @@ def _fire(
     event: Event,
     keep_ids: int,
     tombstone_ms: int,
-    reads: tuple[Loader | None, Scanner | None],
+    reads: tuple[Loader | None, Reads | None],
 ) -> Outcome:
     name = event.timer
     assert name is not None
@@ -196,7 +197,7 @@ def _apply(
     keep_ids: int,
     tombstone_ms: int,
     fired: tuple[str, Timer] | None,
-    reads: tuple[Loader | None, Scanner | None],
+    reads: tuple[Loader | None, Reads | None],
 ) -> Outcome:
     behaviour: Behaviour
     writes: list[TimerWrite] = []

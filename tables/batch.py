@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Iterator
+from typing import Any
+
+import orjson
 
 from pipeline.address import Address
 from pipeline.outcome import Outcome
-from pipeline.record import Record, load_record
+from pipeline.record import Record, load_record, load_state
 from tables.history import purge_writes, slot_write
 from tables.keys import OFFSET_KEY, encode_key, read_part, tenant_prefix
 from tables.scan import instance_ranges, merge
@@ -22,6 +25,8 @@ from tables.store import PartitionStore
 from tables.timers import index_writes
 
 __all__ = ["StateBatch"]
+
+_ABSENT: Any = object()
 
 
 class StateBatch:
@@ -65,6 +70,22 @@ class StateBatch:
         raw = self._get(self._key(address))
         record = records[address] = None if raw is None else load_record(raw)
         return record
+
+    def state(self, address: Address) -> Any:
+        """A copy of the instance's state as of this batch (None: none, or ended), for a
+        view (a :data:`pipeline.view.StateReader`): a record the batch or its parent
+        holds is copied; one read from the store is decoded straight into new objects,
+        without building (or keeping) its record."""
+        records = self._records
+        record = records.get(address, _ABSENT)
+        if record is _ABSENT and self.parent is not None:
+            record = self.parent._records.get(address, _ABSENT)  # noqa: SLF001 - same class
+        if record is _ABSENT:
+            raw = self._get(self._key(address))
+            return None if raw is None else load_state(raw)
+        if record is None or record.state is None:
+            return None
+        return orjson.loads(orjson.dumps(record.state))
 
     def _key(self, address: Address) -> bytes:
         key = self._keys.get(address)

@@ -19,7 +19,7 @@ from pipeline.decision import Rules, apply_record
 from pipeline.record import Record
 from pipeline.replay import Comparer, MemoryScratch, Replayer
 from pipeline.settings import Topics
-from pipeline.view import instance_order
+from pipeline.view import Reads, instance_order
 from tests.pipeline.shop import shop_registry
 from tests.samples import consumed, event, refused
 
@@ -55,7 +55,7 @@ class Partition:
         return iter(sorted(found, key=lambda x: instance_order(x[0])))
 
     def apply(self, rec: Any) -> Any:
-        applied = apply_record(Rules(REGISTRY, TOPICS), self.load, rec, self.scan)
+        applied = apply_record(Rules(REGISTRY, TOPICS), self.load, rec, Reads(self.scan))
         if applied.outcome is not None:
             self.batch[applied.address] = applied.outcome.record
         if applied.change is not None:

@@ -19,7 +19,7 @@ from pipeline.record import Record, dump_record
 from pipeline.registry import Registry
 from pipeline.replay import Comparer, MemoryScratch, Replayer
 from pipeline.settings import Settings, WebSettings
-from pipeline.view import instance_order
+from pipeline.view import Reads, instance_order
 from tables.batch import StateBatch
 from tables.keys import encode_key
 from tables.scan import instance_ranges
@@ -108,6 +108,14 @@ def test_a_batchs_scan_is_the_store_with_its_parents_and_its_own_writes_laid_ove
         )
         got = [(i, r.state) for i, r in second.scan("t", "m", prefix)]
         assert got == want
+        # A view's read of one state agrees, and is a copy nothing else holds.
+        for instance, n in expected.items():
+            seen = second.state(Address("t", "m", instance))
+            assert seen == (None if n is None else {"n": n})
+            if seen is not None:
+                seen["n"] = -1
+                assert second.state(Address("t", "m", instance)) == {"n": n}
+        assert second.state(Address("t", "m", "never")) is None
 
 
 def test_a_partition_applied_in_batches_replays_identically_with_views(tmp_path: Path) -> None:
@@ -132,7 +140,7 @@ def test_a_partition_applied_in_batches_replays_identically_with_views(tmp_path:
     committing: StateBatch | None = None
     batch = StateBatch(state, timers, 0)
     for n, rec in enumerate(log):
-        applied = apply_record(rules, batch.load, rec, batch.scan)
+        applied = apply_record(rules, batch.load, rec, Reads(batch.scan, batch.state))
         assert applied.verdict == "applied", applied.reason
         assert applied.outcome is not None
         assert applied.address is not None
