@@ -33,10 +33,14 @@ class Behaviour(Protocol):
     version: int
     ttl_ms: int | None
     migrations: dict[int, Migration]
-    views: Mapping[str, tuple[ViewSpec, ...]]
-    """What the machine reads of sibling instances, by event type (``pipeline.view``)."""
-    queries: Queries
-    """Its named queries and computed values (``pipeline.query``)."""
+
+    @property
+    def views(self) -> Mapping[str, tuple[ViewSpec, ...]]:
+        """What the machine reads of sibling instances, by event type (``pipeline.view``)."""
+
+    @property
+    def queries(self) -> Queries:
+        """Its named queries and computed values (``pipeline.query``)."""
 
     @property
     def event_types(self) -> frozenset[str]:

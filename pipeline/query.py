@@ -311,8 +311,10 @@ def _current(registry: Registry, machine: str, record: Record) -> tuple[Queries,
     """The queries of the version the instance runs (migrated as its next event would
     be), and its state in that version's form; the stored record is not touched."""
     try:
-        registry.latest(machine)
-        behaviour, state = registry.for_instance(machine, record.version, _copy(record.state))
+        latest = registry.latest(machine)
+        # A migration is user code that may change what it is given: give it a copy.
+        stored = record.state if latest.version == record.version else _copy(record.state)
+        behaviour, state = registry.for_instance(machine, record.version, stored)
     except Rejected as exc:
         if exc.stage == "route":
             raise UnknownQuery(exc.reason) from None
