@@ -50,7 +50,7 @@ from pipeline.errors import (
     TransitionNotAllowed,
     UnknownEventType,
 )
-from pipeline.query import Queries
+from pipeline.query import Queries, Queryable
 from pipeline.statechart import Chart, ChartEvent, Emitted, Step, TimerCancel, TimerSet
 from pipeline.view import Siblings, ViewSpec, check_views, resolve
 
@@ -67,7 +67,7 @@ def _describe(value: Any) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
-class ChartMachine:
+class ChartMachine(Queryable):
     """A statechart with a contract, as a garrison machine.
 
     ``name`` defaults to the chart's name, ``version`` to the chart's version (or 1);
@@ -137,15 +137,6 @@ class ChartMachine:
                 "which the contract does not accept"
             )
         self.queries = Queries(self._label, publish=publish_computed)
-
-    def query(self, name: str, **models: Any) -> Callable[[Any], Any]:
-        """Register the named query ``fn(snapshot[, params])`` (``params=``, ``result=``
-        models as for reducer machines; ``pipeline.query``)."""
-        return self.queries.query(name, **models)
-
-    def computed(self, name: str) -> Callable[[Any], Any]:
-        """Register the computed value ``fn(snapshot)`` (``pipeline.query``)."""
-        return self.queries.computed_value(name)
 
     def _check_agreement(self) -> None:
         listened = {t for t in self.chart.event_types if not t.startswith(_INTERNAL)}

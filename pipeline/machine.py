@@ -42,7 +42,7 @@ from pipeline.errors import (
     Rejected,
     UnknownEventType,
 )
-from pipeline.query import Queries
+from pipeline.query import Queries, Queryable
 from pipeline.view import NO_VIEWS, Siblings, ViewSpec, check_views, resolve
 
 __all__ = ["Incoming", "Machine", "Reducer", "explain"]
@@ -168,8 +168,9 @@ def _annotated_payload(event_type: str, fn: Callable[..., Any]) -> type[BaseMode
     return None
 
 
-class Machine(Generic[S]):
-    """A machine whose transitions are reducers, one per event type."""
+class Machine(Queryable, Generic[S]):
+    """A machine whose transitions are reducers, one per event type; ``query`` and
+    ``computed`` declare its named queries and computed values (``pipeline.query``)."""
 
     def __init__(
         self,
@@ -294,22 +295,6 @@ class Machine(Generic[S]):
             self.migrations, self.version, from_version, f"machine {self.name!r} v{self.version}"
         )
 
-    def query(
-        self,
-        name: str,
-        *,
-        params: type[BaseModel] | None = None,
-        result: type[BaseModel] | None = None,
-    ) -> Callable[[R], R]:
-        """Register the named query ``fn(config, state[, params])``: a pure read of an
-        instance's state, served over HTTP, the client and the CLI (``pipeline.query``)."""
-        return self.queries.query(name, params=params, result=result)
-
-    def computed(self, name: str) -> Callable[[R], R]:
-        """Register the computed value ``fn(config, state)``: derived on every read,
-        never stored (``pipeline.query``)."""
-        return self.queries.computed_value(name)
-
     # -- the Behaviour protocol ---------------------------------------------------------
 
     def start(
@@ -319,10 +304,8 @@ class Machine(Generic[S]):
         views read, when it declares any)."""
         reducer, payload = self._reducer(event.type)
         incoming = self._incoming(event, payload)
-        if self.views and (specs := self.views.get(event.type)) is not None:
-            incoming = Incoming._make(
-                (*incoming[:8], resolve(specs, incoming, event.type, siblings))
-            )
+        if self.views:
+            incoming = self._viewed(incoming, siblings)
         if self._initial_fn is None:
             # Every new instance gets its own copy: a pydantic model keeps Any-typed
             # values by reference, so even a model state rebuilt from the shared dict
@@ -344,10 +327,8 @@ class Machine(Generic[S]):
         """Apply one event to a stored state."""
         reducer, payload = self._reducer(event.type)
         incoming = self._incoming(event, payload)
-        if self.views and (specs := self.views.get(event.type)) is not None:
-            incoming = Incoming._make(
-                (*incoming[:8], resolve(specs, incoming, event.type, siblings))
-            )
+        if self.views:
+            incoming = self._viewed(incoming, siblings)
         return self._run(reducer, state, incoming)
 
     # -- internals ----------------------------------------------------------------------
@@ -362,6 +343,12 @@ class Machine(Generic[S]):
                 f"it handles: {known}",
                 event_type=event_type,
             ) from None
+
+    def _viewed(self, incoming: Incoming[Any], siblings: Siblings | None) -> Incoming[Any]:
+        specs = self.views.get(incoming.type)
+        if specs is None:
+            return incoming
+        return Incoming._make((*incoming[:8], resolve(specs, incoming, incoming.type, siblings)))
 
     def _incoming(self, event: Event, payload: type[BaseModel] | None) -> Incoming[Any]:
         data = event.data

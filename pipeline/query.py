@@ -49,6 +49,7 @@ __all__ = [
     "InvalidQuery",
     "Queries",
     "Query",
+    "Queryable",
     "QueryError",
     "QueryFailed",
     "UnknownQuery",
@@ -297,6 +298,31 @@ class Queries:
             name, why = next(iter(errors.items()))
             raise ReducerFailed(f"{self.owner}: {why}", event_type=event_type)
         return out
+
+
+class Queryable:
+    """The ``query`` and ``computed`` decorators of a machine kind, which keeps its
+    :class:`Queries` in ``queries``."""
+
+    queries: Queries
+
+    def query(
+        self,
+        name: str,
+        *,
+        params: type[BaseModel] | None = None,
+        result: type[BaseModel] | None = None,
+    ) -> Callable[[F], F]:
+        """Register the named query ``name``: ``fn(config, state[, params])`` on a
+        reducer machine, ``fn(snapshot[, params])`` on a chart machine; a pure read of
+        an instance's state, served over HTTP, the client and the CLI."""
+        return self.queries.query(name, params=params, result=result)
+
+    def computed(self, name: str) -> Callable[[F], F]:
+        """Register the computed value ``name``: ``fn(config, state)`` on a reducer
+        machine, ``fn(snapshot)`` on a chart machine; derived on every read, never
+        stored."""
+        return self.queries.computed_value(name)
 
 
 class Answer(NamedTuple):
