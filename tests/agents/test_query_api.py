@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -229,3 +230,41 @@ async def test_wait_for_returns_at_once_waits_for_a_later_state_and_times_out(
         await asyncio.sleep(1.0)
         made = await client.send(tenant, "inventory", "b", "inventory.stocked", {"qty": 2})
         assert (await later).event_id == made
+
+
+async def test_wait_for_fills_a_gap_a_stale_read_leaves_from_the_history(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read served between a commit and the worker's store write is older than the
+    position the wait took before it: the wait notices the gap in the sequence and reads
+    the changes it skipped from the instance's history, so it still returns the first
+    state for which the condition holds."""
+    from garrison import waiter
+
+    settings = settings_from(env)
+    tenant = _tenant("gap")
+    url = _url(env)
+    async with Client(settings) as client:
+        ids = [
+            await client.send(tenant, "inventory", "a", "inventory.stocked", {"qty": 1})
+            for _ in range(3)
+        ]
+        await client.wait_for(
+            tenant, "inventory", "a", lambda s: s["count"] == 3, 60, url=url, token="tok-op"
+        )
+        real = waiter.fetch_state
+
+        async def stale(*args: Any, **kwargs: Any) -> Any:
+            body = await real(*args, **kwargs)
+            return {**body, "seq": 1, "state": {"count": 1}}  # as of before seq 2 and 3
+
+        monkeypatch.setattr(waiter, "fetch_state", stale)
+        waiting = asyncio.create_task(
+            client.wait_for(
+                tenant, "inventory", "a", lambda s: s["count"] >= 2, 60, url=url, token="tok-op"
+            )
+        )
+        await asyncio.sleep(1.0)
+        await client.send(tenant, "inventory", "a", "inventory.stocked", {"qty": 1})
+        seen = await waiting
+    assert (seen.seq, seen.state, seen.event_id) == (2, {"count": 2}, ids[1])

@@ -268,3 +268,37 @@ def test_a_published_change_carries_computed_values_the_record_does_not() -> Non
     assert b"computed" not in applied.stored
     stock_change = orjson.loads(part.changes[0])
     assert "computed" not in stock_change  # inventory publishes none: bytes as before
+
+
+def test_a_charts_first_event_reads_its_views_too() -> None:
+    from pipeline import ChartMachine, Contract
+    from pipeline.statechart import Chart, assign
+
+    chart = Chart(
+        {
+            "id": "watch",
+            "initial": "on",
+            "context": {},
+            "states": {"on": {"entry": "note"}},
+        },
+        actions={"note": assign(lambda ctx, ev: {"seen": ev.views["stock"]})},
+    )
+    watch = ChartMachine(
+        chart,
+        Contract(init="watch.start", accepts={"watch.start": None}),
+        views={"watch.start": [View("stock", machine="inventory", instance="a")]},
+    )
+    registry = shop_registry()
+    registry.add(watch)
+    stock = step(REGISTRY, None, event("inventory.stocked", {"qty": 2}, machine="inventory"))
+    assert stock.record is not None
+    records = {Address("acme", "inventory", "c1"): stock.record}
+    out = step(registry, None, event("watch.start", None, machine="watch"), load=records.get)
+    assert out.record is not None
+    assert out.record.state["context"] == {"seen": None}  # inventory/a does not exist
+    records[Address("acme", "inventory", "a")] = stock.record
+    out = step(
+        registry, None, event("watch.start", None, machine="watch", id="e2"), load=records.get
+    )
+    assert out.record is not None
+    assert out.record.state["context"] == {"seen": {"count": 2}}
