@@ -1,4 +1,4 @@
-"""Batch progress: ``garrison worker examples.batch.app`` and ``python -m examples.batch.worker``.
+"""Batch progress: ``garrison worker examples.batch.app`` and ``python -m examples.batch.services``.
 
 ZoopFlow's ``batchDataProcessing`` workflow, ported. A batch of items is processed in
 chunks: the ``batch`` machine sends one chunk at a time (``chunk_size`` commands to the
@@ -15,7 +15,7 @@ Try it::
 
     garrison kafka up
     garrison worker examples.batch.app &
-    python -m examples.batch.worker &
+    python -m examples.batch.services &
     garrison send acme batch b-1 batch.started --data '{"items": ["1", "2", "x", "4"]}'
     garrison query acme batch b-1 progress
 """

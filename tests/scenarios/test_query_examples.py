@@ -16,7 +16,7 @@ import pytest
 from agents.service import serve
 from agents.topics import ensure_topics
 from examples.batch.app import ITEMS_TOPIC
-from examples.batch.worker import service
+from examples.batch.services import service
 from examples.update import send_and_wait
 from garrison.client import Client
 from garrison.waiter import WaitTimedOut

@@ -1,4 +1,4 @@
-"""The item service the batch example commands: ``python -m examples.batch.worker``.
+"""The item service the batch example commands: ``python -m examples.batch.services``.
 
 Each ``batch.item`` command is one item to process; the answer is ``item.processed``
 with the result, or ``item.failed`` with the item's error (a bad item is data, not a
