@@ -163,18 +163,17 @@ def add_api(app: GarrisonApp) -> None:
         rec = None if raw is None else load_record(raw)
         if rec is None or rec.state is None:  # never was, or ended (a tombstone)
             return _error(view, 404, f"no instance {tenant}/{machine}/{instance}")
-        return view.json(
-            {
-                "tenant": tenant,
-                "machine": machine,
-                "instance": instance,
-                "seq": rec.seq,
-                "version": rec.version,
-                "state": rec.state,
-                "updated_ms": rec.updated_ms,
-                "expires_ms": rec.expires_ms,
-            }
-        )
+        body = {
+            "tenant": tenant,
+            "machine": machine,
+            "instance": instance,
+            "seq": rec.seq,
+            "version": rec.version,
+            "state": rec.state,
+            "updated_ms": rec.updated_ms,
+            "expires_ms": rec.expires_ms,
+        }
+        return view.json(with_computed(app.registry, machine, rec, body))
 
     @app.page("/state/{tenant}")
     @app.table_route(table=state_table, match_info="tenant")
@@ -212,6 +211,8 @@ def add_api(app: GarrisonApp) -> None:
         return view.json({"tenant": tenant, "instances": out, "next": following})
 
     from agents.history_api import add_history_api  # it imports authorize from here
+    from agents.query_api import add_query_api, with_computed
 
     add_history_api(app)
     add_kv_api(app, refused)  # /kv/...: key-value scopes, with the same token check
+    add_query_api(app)

@@ -47,6 +47,7 @@ from pipeline.address import Address
 from pipeline.decision import Rules, apply_record, dead_letter
 from pipeline.errors import InvalidOutput
 from pipeline.seal import SEAL_KEY_BYTES
+from pipeline.view import Reads
 from tables.batch import StateBatch
 from tables.keys import OFFSET_KEY, SEAL_KEY
 
@@ -304,6 +305,7 @@ class Lane:
         d = self.d
         batch, out, stats, rules = prepared.batch, prepared.out, d.stats, self.rules
         load, store, add = batch.load, batch.store, out.add
+        views = Reads(batch.scan, batch.state)  # for machines that declare views
         resume = self.resume
         taken = 0
         for i, rec in enumerate(records):
@@ -314,7 +316,7 @@ class Lane:
                 # Let the other lanes' broker responses in: a long stretch of pure CPU
                 # here would delay every commit waiting on the loop.
                 await asyncio.sleep(0)
-            applied = apply_record(rules, load, rec)
+            applied = apply_record(rules, load, rec, views)
             stats.count(applied.verdict)
             if applied.outcome is not None:
                 assert applied.address is not None

@@ -42,6 +42,7 @@ PARTS: dict[str, Part] = {}
 MODULES: list[str] = [
     "bench.replay",
     "bench.kv",
+    "bench.views",
     "bench.failover",
     "bench.peer",
     "bench.partition",

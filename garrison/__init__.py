@@ -9,6 +9,8 @@ process helper (:mod:`garrison.process`). Machines are defined with the pure cor
 from importlib.metadata import PackageNotFoundError, version
 
 from garrison.client import Client
+from garrison.query import QueryRefused
+from garrison.waiter import Seen, WaitTimedOut
 from pipeline.settings import Settings
 
 try:
@@ -16,4 +18,4 @@ try:
 except PackageNotFoundError:  # run from a checkout that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["Client", "Settings", "__version__"]
+__all__ = ["Client", "QueryRefused", "Seen", "Settings", "WaitTimedOut", "__version__"]

@@ -9,6 +9,7 @@
 ``garrison state get T M I``       read one instance's state from the worker's query API
 ``garrison diagram APP MACHINE``   print a machine as a Mermaid state diagram
 ``garrison history T M I``         an instance's applied changes, or its state as of then
+``garrison query T M I NAME``      ask an instance's named query
 ``garrison replay APP``            replay the log with APP's machines and compare
 ``garrison dlq list|show|redrive`` dead letters: choose, inspect, send back
 
@@ -41,6 +42,7 @@ from garrison.dlq_cli import dlq
 from garrison.history_cli import history
 from garrison.kv_cli import echo_answer, kv
 from garrison.local_kafka import LocalKafka
+from garrison.query_cli import query
 from garrison.replay_cli import replay
 from garrison.settings_cli import settings as settings_command
 from pipeline.errors import GarrisonError
@@ -315,6 +317,7 @@ cli.add_command(replay)
 cli.add_command(dlq)
 cli.add_command(kv)
 cli.add_command(settings_command)
+cli.add_command(query)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

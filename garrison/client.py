@@ -26,9 +26,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -40,6 +41,9 @@ from pipeline.answer import REPLY_WANTED, Answer
 from pipeline.envelope import Event, Headers, encode_event, new_event
 from pipeline.errors import AnswerTimeout, InvalidEvent
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from garrison.waiter import Seen
 
 __all__ = ["Client", "make_event"]
 
@@ -271,4 +275,56 @@ class Client:
 
         return await fetch_history(
             self._settings, tenant, machine, instance, url=url, token=token, **read
+        )
+
+    async def query(
+        self,
+        tenant: str,
+        machine: str,
+        instance: str,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        url: str | None = None,
+        token: str | None = None,
+    ) -> Any:
+        """The answer of the instance's named query ``name`` (``params``: its parameters),
+        from any worker's HTTP API; needs no :meth:`start`. Raises
+        :class:`~garrison.query.QueryRefused` with the reason (bad parameters, no such
+        instance or query). See docs/queries.md."""
+        from garrison.query import fetch_query
+
+        body = await fetch_query(
+            self._settings, tenant, machine, instance, name, params, url=url, token=token
+        )
+        return body["result"]
+
+    async def wait_for(
+        self,
+        tenant: str,
+        machine: str,
+        instance: str,
+        condition: Callable[[Any], bool],
+        timeout: float,
+        *,
+        after_seq: int = 0,
+        url: str | None = None,
+        token: str | None = None,
+    ) -> Seen:
+        """The first state of the instance (past ``after_seq``) for which
+        ``condition(state)`` holds, at once if it does already; raises
+        :class:`~garrison.waiter.WaitTimedOut` after ``timeout`` seconds. Needs no
+        :meth:`start`. See :func:`garrison.waiter.wait_for`."""
+        from garrison.waiter import wait_for
+
+        return await wait_for(
+            self._settings,
+            tenant,
+            machine,
+            instance,
+            condition,
+            timeout,
+            after_seq=after_seq,
+            url=url,
+            token=token,
         )

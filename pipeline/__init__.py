@@ -38,6 +38,7 @@ from pipeline.registry import Registry
 from pipeline.settings import Settings
 from pipeline.step import fold, step
 from pipeline.trigger import KeyChange, TriggerContext
+from pipeline.view import Collect, Slice, View
 
 __all__ = [
     "Address",
@@ -86,4 +87,7 @@ __all__ = [
     "Scope",
     "TriggerContext",
     "WriteRejected",
+    "View",
+    "Collect",
+    "Slice",
 ]

@@ -9,12 +9,16 @@ the form they are stored in. A behaviour refuses an event by raising a
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline.effect import Effect
 from pipeline.envelope import Event
 from pipeline.errors import InvalidDefinition
+
+if TYPE_CHECKING:
+    from pipeline.query import Queries
+    from pipeline.view import Siblings, ViewSpec
 
 __all__ = ["Behaviour", "Migration", "migration_registrar"]
 
@@ -34,13 +38,26 @@ class Behaviour(Protocol):
     itself (else ``step`` copies it first)."""
 
     @property
+    def views(self) -> Mapping[str, tuple[ViewSpec, ...]]:
+        """What the machine reads of sibling instances, by event type (``pipeline.view``)."""
+
+    @property
+    def queries(self) -> Queries:
+        """Its named queries and computed values (``pipeline.query``)."""
+
+    @property
     def event_types(self) -> frozenset[str]:
         """The event types the machine takes."""
 
-    def start(self, event: Event) -> tuple[Any, tuple[Effect, ...]]:
-        """State of a new instance after its first event."""
+    def start(
+        self, event: Event, siblings: Siblings | None = None
+    ) -> tuple[Any, tuple[Effect, ...]]:
+        """State of a new instance after its first event (``siblings``: what its views
+        read, given when the machine declares views)."""
 
-    def apply(self, state: Any, event: Event) -> tuple[Any, tuple[Effect, ...]]:
+    def apply(
+        self, state: Any, event: Event, siblings: Siblings | None = None
+    ) -> tuple[Any, tuple[Effect, ...]]:
         """State after ``event``; raises a :class:`Rejected` subclass to refuse it."""
 
 

@@ -32,7 +32,7 @@ Example::
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -50,7 +50,9 @@ from pipeline.errors import (
     TransitionNotAllowed,
     UnknownEventType,
 )
-from pipeline.statechart import Chart, Emitted, Step, TimerCancel, TimerSet
+from pipeline.query import Queries, Queryable
+from pipeline.statechart import Chart, ChartEvent, Emitted, Step, TimerCancel, TimerSet
+from pipeline.view import Siblings, ViewSpec, check_views, resolve
 
 __all__ = ["ChartMachine", "TransitionNotAllowed", "MACHINE_TARGET", "service_topics"]
 
@@ -65,7 +67,7 @@ def _describe(value: Any) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
-class ChartMachine:
+class ChartMachine(Queryable):
     """A statechart with a contract, as a garrison machine.
 
     ``name`` defaults to the chart's name, ``version`` to the chart's version (or 1);
@@ -73,7 +75,10 @@ class ChartMachine:
     contract, registered side by side. The contract and the chart must agree: every
     event the chart listens to is declared, and every declared event but ``init`` has
     a transition; otherwise :class:`InvalidDefinition` is raised here. ``topics`` are
-    the service topics the chart may send commands to.
+    the service topics the chart may send commands to. ``views`` maps event types to
+    what their guards and actions read of sibling instances (``event.views``,
+    ``pipeline.view``); ``publish_computed`` adds the computed values to each published
+    change (``pipeline.query``).
     """
 
     def __init__(
@@ -85,6 +90,8 @@ class ChartMachine:
         version: int | None = None,
         ttl: timedelta | None = None,
         topics: Iterable[str] = (),
+        views: Mapping[str, Iterable[ViewSpec]] | None = None,
+        publish_computed: bool = False,
     ) -> None:
         if not isinstance(chart, Chart):
             raise InvalidDefinition(f"ChartMachine needs a Chart, got {type(chart).__name__}")
@@ -121,6 +128,16 @@ class ChartMachine:
         self._label = f"machine {self.name!r} v{self.version}"
         self._nodes = {node.id: node for node in chart.root.walk()}
         self._check_agreement()
+        self.views = {
+            t: specs for t, v in (views or {}).items() if (specs := check_views(self._label, t, v))
+        }
+        unknown = sorted(set(self.views) - set(contract.accepts))
+        if unknown:
+            raise InvalidDefinition(
+                f"{self._label}: views are declared for {', '.join(map(repr, unknown))}, "
+                "which the contract does not accept"
+            )
+        self.queries = Queries(self._label, publish=publish_computed)
 
     def _check_agreement(self) -> None:
         listened = {t for t in self.chart.event_types if not t.startswith(_INTERNAL)}
@@ -157,7 +174,9 @@ class ChartMachine:
 
     # -- the Behaviour protocol ---------------------------------------------------------
 
-    def start(self, event: Event) -> tuple[Any, tuple[Effect, ...]]:
+    def start(
+        self, event: Event, siblings: Siblings | None = None
+    ) -> tuple[Any, tuple[Effect, ...]]:
         """Start an instance with the contract's init event: its payload is the chart's
         input (the context factory gets it) and the event entry actions see."""
         init = self.contract.init
@@ -169,9 +188,14 @@ class ChartMachine:
                 data=event.data,
             )
         data = self.contract.payload(event.type, event.data, machine=self._label)
+        if self.views and (specs := self.views.get(event.type)) is not None:
+            seen = resolve(specs, ChartEvent(event.type, data), event.type, siblings)
+            return self._effects(self.chart.start(data, (event.type, data, seen)), event.type)
         return self._effects(self.chart.start(data, (event.type, data)), event.type)
 
-    def apply(self, state: Any, event: Event) -> tuple[Any, tuple[Effect, ...]]:
+    def apply(
+        self, state: Any, event: Event, siblings: Siblings | None = None
+    ) -> tuple[Any, tuple[Effect, ...]]:
         """Send one event to the chart; refuse it if the chart takes no transition."""
         if isinstance(state, dict) and state.get("status") == "done":
             raise TransitionNotAllowed(
@@ -191,7 +215,11 @@ class ChartMachine:
             data = None
         else:
             data = self.contract.payload(event.type, event.data, machine=self._label)
-        step = self.chart.transition(state, event.type, data)
+        if self.views and (specs := self.views.get(event.type)) is not None:
+            seen = resolve(specs, ChartEvent(event.type, data), event.type, siblings)
+            step = self.chart.transition(state, event.type, data, seen)
+        else:
+            step = self.chart.transition(state, event.type, data)
         if not step.changed:
             raise self._not_allowed(state, event.type, data)
         return self._effects(step, event.type)

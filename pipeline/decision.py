@@ -38,6 +38,7 @@ from pipeline.registry import Registry
 from pipeline.seal import is_sealed
 from pipeline.settings import Topics
 from pipeline.step import TOMBSTONE_MS, step
+from pipeline.view import Reads
 
 __all__ = [
     "Applied",
@@ -135,8 +136,10 @@ class Rules:
 _RESERVED = "garrison."
 
 
-def apply_record(rules: Rules, load: Loader, rec: Consumed) -> Applied:
-    """Decide what one record of the events topic does."""
+def apply_record(rules: Rules, load: Loader, rec: Consumed, views: Reads | None = None) -> Applied:
+    """Decide what one record of the events topic does. ``load`` (and ``views``: scans
+    for collects, quicker state reads) also serve the views machines declare
+    (``pipeline.view``): reads of the partition's records as of this record."""
     try:
         event = decode_event(rec.value, fallback_time_ms=rec.timestamp, headers=rec.headers)
         if event.timer is not None:
@@ -169,6 +172,8 @@ def apply_record(rules: Rules, load: Loader, rec: Consumed) -> Applied:
         event,
         keep_ids=rules.keep_ids,
         tombstone_ms=rules.tombstone_ms,
+        load=load,
+        views=views,
     )
     verdict = outcome.status
     if verdict == "rejected":

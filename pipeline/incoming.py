@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from pipeline.envelope import Event
+from pipeline.view import NO_VIEWS
 
 __all__ = ["Incoming"]
 
@@ -28,6 +30,8 @@ class Incoming(NamedTuple, Generic[P]):
     time_ms: int
     data: P
     parentid: str | None = None
+    views: Mapping[str, Any] = NO_VIEWS
+    """What the reducer declared it reads of its siblings (``pipeline.view``), by name."""
 
     @property
     def time(self) -> datetime:

@@ -45,6 +45,8 @@ from pipeline.errors import (
     UnknownEventType,
 )
 from pipeline.operation import MISSING, apply_operations, parse_operations
+from pipeline.query import Queries
+from pipeline.view import Siblings, ViewSpec
 
 __all__ = [
     "DELETE",
@@ -156,6 +158,8 @@ class Scope:
         self.version = version
         self.migrations: dict[int, Migration] = {}
         self.copies_state = False  # step copies the entry before the operations see it
+        self.views: dict[str, tuple[ViewSpec, ...]] = {}  # a key reads no siblings
+        self.queries = Queries(f"scope {self.scope!r}")  # and has no named queries
 
     def __repr__(self) -> str:
         return f"Scope({self.scope!r})"
@@ -165,11 +169,16 @@ class Scope:
         """The event types a scope's keys take."""
         return frozenset({SET, UPDATE, DELETE, EXPIRED})
 
-    def start(self, event: Event) -> tuple[Any, tuple[Effect, ...]]:
-        """A key that does not exist (or was deleted) gets its first event."""
+    def start(
+        self, event: Event, siblings: Siblings | None = None
+    ) -> tuple[Any, tuple[Effect, ...]]:
+        """A key that does not exist (or was deleted) gets its first event (a key reads
+        no siblings: ``siblings`` is never given)."""
         return self._run(MISSING, event)
 
-    def apply(self, state: Any, event: Event) -> tuple[Any, tuple[Effect, ...]]:
+    def apply(
+        self, state: Any, event: Event, siblings: Siblings | None = None
+    ) -> tuple[Any, tuple[Effect, ...]]:
         """An existing key gets an event."""
         if not isinstance(state, dict) or "value" not in state:
             raise InvalidState(

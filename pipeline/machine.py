@@ -41,7 +41,9 @@ from pipeline.errors import (
     UnknownEventType,
 )
 from pipeline.incoming import Incoming
+from pipeline.query import Queries, Queryable
 from pipeline.reducer import annotated_payload, check_reducer
+from pipeline.view import Siblings, ViewSpec, check_views, resolve
 
 __all__ = ["Incoming", "Machine", "Reducer", "explain"]
 
@@ -92,8 +94,9 @@ def _copy(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value))
 
 
-class Machine(Generic[S]):
-    """A machine whose transitions are reducers, one per event type."""
+class Machine(Queryable, Generic[S]):
+    """A machine whose transitions are reducers, one per event type; ``query`` and
+    ``computed`` declare its named queries and computed values (``pipeline.query``)."""
 
     def __init__(
         self,
@@ -106,6 +109,7 @@ class Machine(Generic[S]):
         ttl: timedelta | None = None,
         emits: dict[str, type[BaseModel]] | None = None,
         topics: Iterable[str] = (),
+        publish_computed: bool = False,
     ) -> None:
         from pipeline.address import check_id  # one rule for names everywhere
 
@@ -140,6 +144,14 @@ class Machine(Generic[S]):
                 f"machine {name!r}: state must be a pydantic BaseModel subclass or dict"
             )
         self._reducers: dict[str, tuple[Reducer, type[BaseModel] | None]] = {}
+        # What reducers read of their siblings, by event type (pipeline.view).
+        self.views: dict[str, tuple[ViewSpec, ...]] = {}
+        self.queries = Queries(
+            f"machine {name!r} v{version}",
+            config=lambda: self.config,
+            model=self._model,
+            publish=publish_computed,
+        )
         # A fixed initial state is validated and dumped once, not per new instance.
         self._initial_fn: Callable[[Any, Incoming[Any]], Any] | None = None
         self._initial_state: Any = None
@@ -163,8 +175,15 @@ class Machine(Generic[S]):
         """The event types this machine has reducers for."""
         return frozenset(self._reducers)
 
-    def on(self, event_type: str, *, payload: type[BaseModel] | None = None) -> Callable[[R], R]:
-        """Register the reducer for ``event_type``; ``payload`` is the event's contract.
+    def on(
+        self,
+        event_type: str,
+        *,
+        payload: type[BaseModel] | None = None,
+        views: Iterable[ViewSpec] = (),
+    ) -> Callable[[R], R]:
+        """Register the reducer for ``event_type``; ``payload`` is the event's contract;
+        ``views`` what it reads of sibling instances (``event.views``, ``pipeline.view``).
 
         Without ``payload``, a reducer whose event is annotated ``Incoming[Model]`` takes
         ``Model`` as its contract::
@@ -185,10 +204,14 @@ class Machine(Generic[S]):
         ):
             raise InvalidDefinition(f"payload for {event_type!r} must be a pydantic model")
 
+        specs = check_views(f"machine {self.name!r}", event_type, views)
+
         def register(fn: R) -> R:
             check_reducer(event_type, fn)
             model = payload if payload is not None else annotated_payload(event_type, fn)
             self._reducers[event_type] = (fn, model)
+            if specs:
+                self.views[event_type] = specs
             return fn
 
         return register
@@ -202,10 +225,15 @@ class Machine(Generic[S]):
 
     # -- the Behaviour protocol ---------------------------------------------------------
 
-    def start(self, event: Event) -> tuple[Any, tuple[Effect, ...]]:
-        """Initial state, then the first event applied to it."""
+    def start(
+        self, event: Event, siblings: Siblings | None = None
+    ) -> tuple[Any, tuple[Effect, ...]]:
+        """Initial state, then the first event applied to it (``siblings``: what its
+        views read, when it declares any)."""
         reducer, payload = self._reducer(event.type)
         incoming = self._incoming(event, payload)
+        if self.views:
+            incoming = self._viewed(incoming, siblings)
         if self._initial_fn is None:
             # Every new instance gets its own copy, or a reducer changing it in place would
             # change the initial state of every later instance, of any tenant (a model
@@ -221,10 +249,15 @@ class Machine(Generic[S]):
             ) from exc
         return self._run(reducer, self._dump(initial, "initial state"), incoming)
 
-    def apply(self, state: Any, event: Event) -> tuple[Any, tuple[Effect, ...]]:
+    def apply(
+        self, state: Any, event: Event, siblings: Siblings | None = None
+    ) -> tuple[Any, tuple[Effect, ...]]:
         """Apply one event to a stored state."""
         reducer, payload = self._reducer(event.type)
-        return self._run(reducer, state, self._incoming(event, payload))
+        incoming = self._incoming(event, payload)
+        if self.views:
+            incoming = self._viewed(incoming, siblings)
+        return self._run(reducer, state, incoming)
 
     # -- internals ----------------------------------------------------------------------
 
@@ -238,6 +271,12 @@ class Machine(Generic[S]):
                 f"it handles: {known}",
                 event_type=event_type,
             ) from None
+
+    def _viewed(self, incoming: Incoming[Any], siblings: Siblings | None) -> Incoming[Any]:
+        specs = self.views.get(incoming.type)
+        if specs is None:
+            return incoming
+        return Incoming._make((*incoming[:8], resolve(specs, incoming, incoming.type, siblings)))
 
     def _incoming(self, event: Event, payload: type[BaseModel] | None) -> Incoming[Any]:
         data = event.data

@@ -21,6 +21,8 @@ class StateChange(NamedTuple):
 
     ``seq`` is the instance's sequence number after the event: 1, 2, 3 ... with no gaps.
     ``state`` is None when the instance expired (``event_type`` "garrison.expired").
+    ``computed`` holds the machine's computed values of ``state`` when it publishes
+    them (``publish_computed=True``; absent from the JSON otherwise).
     """
 
     tenant: str
@@ -33,24 +35,26 @@ class StateChange(NamedTuple):
     time_ms: int
     prev: Any
     state: Any
+    computed: dict[str, Any] | None = None
 
     def to_json(self) -> bytes:
         """The published JSON."""
-        return orjson.dumps(
-            {
-                "tenant": self.tenant,
-                "machine": self.machine,
-                "instance": self.instance,
-                "seq": self.seq,
-                "version": self.version,
-                "event_id": self.event_id,
-                "event_type": self.event_type,
-                "time": format_time(self.time_ms),
-                "time_ms": self.time_ms,
-                "prev": self.prev,
-                "state": self.state,
-            }
-        )
+        change: dict[str, Any] = {
+            "tenant": self.tenant,
+            "machine": self.machine,
+            "instance": self.instance,
+            "seq": self.seq,
+            "version": self.version,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "time": format_time(self.time_ms),
+            "time_ms": self.time_ms,
+            "prev": self.prev,
+            "state": self.state,
+        }
+        if self.computed is not None:
+            change["computed"] = self.computed
+        return orjson.dumps(change)
 
     @classmethod
     def from_json(cls, raw: bytes) -> StateChange:
@@ -67,6 +71,7 @@ class StateChange(NamedTuple):
             o["time_ms"],
             o["prev"],
             o["state"],
+            o.get("computed"),
         )
 
 

@@ -17,7 +17,7 @@ import orjson
 
 from pipeline.errors import GarrisonError
 
-__all__ = ["NO_TIMERS", "Record", "Timer", "dump_record", "load_record"]
+__all__ = ["NO_TIMERS", "Record", "Timer", "dump_record", "load_record", "load_state"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +89,15 @@ def load_record(raw: bytes) -> Record:
         tuple(recent),
         {n: Timer(*t) for n, t in timers.items()} if timers else NO_TIMERS,
     )
+
+
+def load_state(raw: bytes) -> Any:
+    """Only the state of a record's bytes (None: an ended instance's tombstone), decoded
+    into new objects: what a view of a sibling reads, without building its record."""
+    try:
+        fmt, state, *_ = orjson.loads(raw)
+    except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+        raise GarrisonError(f"stored record is not a garrison record: {exc}") from None
+    if fmt != _FORMAT:
+        raise GarrisonError(f"stored record has format {fmt}; this garrison reads {_FORMAT}")
+    return state

@@ -28,7 +28,7 @@ range cannot be rebuilt from it: it is counted as ``began_before`` and not compa
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -40,6 +40,7 @@ from pipeline.envelope import decode_event
 from pipeline.errors import Rejected
 from pipeline.outcome import StateChange
 from pipeline.record import Record
+from pipeline.view import Reads, instance_order
 
 __all__ = [
     "AddressFilter",
@@ -272,9 +273,12 @@ class Comparer:
 
 
 class Scratch(Protocol):
-    """Where a replay keeps each instance's record: in memory or a temporary RocksDB."""
+    """Where a replay keeps each instance's record: in memory or a temporary RocksDB.
+    ``scan`` serves collects (``pipeline.view``) in the live store's order, so a replay
+    of a partition gathers the same slices the worker did."""
 
     def load(self, address: Address) -> Record | None: ...
+    def scan(self, tenant: str, machine: str, prefix: str) -> Iterator[tuple[str, Record]]: ...
     def save(self, address: Address, record: Record | None, stored: bytes | None) -> None: ...
     def clear(self) -> None: ...
 
@@ -295,6 +299,18 @@ class MemoryScratch:
             self.records.pop(address, None)
         else:
             self.records[address] = record
+
+    def scan(self, tenant: str, machine: str, prefix: str) -> Iterator[tuple[str, Record]]:
+        """The records of ``machine``'s instances of ``tenant`` whose id starts with
+        ``prefix``, in the live store's key order. A walk of every record per call: a
+        replay of many collects over many instances is quicker with ``--scratch disk``."""
+        found = [
+            (a.instance, r)
+            for a, r in self.records.items()
+            if a.tenant == tenant and a.machine == machine and a.instance.startswith(prefix)
+        ]
+        found.sort(key=lambda item: instance_order(item[0]))
+        return iter(found)
 
     def clear(self) -> None:
         """Forget everything (between partitions: each has its own store)."""
@@ -350,6 +366,7 @@ class Replayer:
         self.dead = dead_lettered or {}
         self.only = only
         self.stats = comparer.stats
+        self._views = Reads(scratch.scan)
 
     def event(self, rec: Consumed) -> None:
         """Replay one record of the events topic."""
@@ -370,7 +387,7 @@ class Replayer:
             refused = self._refused_firing(rec, note)
             if refused:
                 return
-        applied = apply_record(self.rules, self.scratch.load, rec)
+        applied = apply_record(self.rules, self.scratch.load, rec, self._views)
         stats.count(applied.verdict)
         if applied.outcome is not None:
             assert applied.address is not None

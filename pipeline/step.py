@@ -44,6 +44,7 @@ from pipeline.ids import emitted_id, timer_event_id
 from pipeline.outcome import Outcome, Outgoing, StateChange, TimerWrite
 from pipeline.record import NO_TIMERS, Record, Timer
 from pipeline.registry import Registry
+from pipeline.view import Loader, Reads, Siblings
 
 __all__ = [
     "EXPIRED_EVENT",
@@ -88,14 +89,20 @@ def step(
     *,
     keep_ids: int = 16,
     tombstone_ms: int = TOMBSTONE_MS,
+    load: Loader | None = None,
+    views: Reads | None = None,
 ) -> Outcome:
-    """Apply ``event`` to ``record`` (None: the address has never been used)."""
+    """Apply ``event`` to ``record`` (None: the address has never been used). ``load``
+    (and ``views``: scans for collects, quicker state reads) read the partition's other
+    records as of this event, for machines that declare views (``pipeline.view``); a
+    view of nothing is None without them."""
     if record is not None and event.id in record.recent:
         return Outcome("duplicate", reason=f"event id {event.id!r} was applied already")
+    reads = (load, views)
     try:
         if event.timer is not None:
-            return _fire(registry, record, event, keep_ids, tombstone_ms)
-        return _apply(registry, record, event, keep_ids, tombstone_ms, fired=None)
+            return _fire(registry, record, event, keep_ids, tombstone_ms, reads)
+        return _apply(registry, record, event, keep_ids, tombstone_ms, None, reads)
     except Rejected as exc:
         return Outcome("rejected", reason=exc.reason, rejection=exc)
 
@@ -137,7 +144,12 @@ def _tombstone(
 
 
 def _fire(
-    registry: Registry, record: Record | None, event: Event, keep_ids: int, tombstone_ms: int
+    registry: Registry,
+    record: Record | None,
+    event: Event,
+    keep_ids: int,
+    tombstone_ms: int,
+    reads: tuple[Loader | None, Reads | None],
 ) -> Outcome:
     name = event.timer
     assert name is not None
@@ -148,7 +160,7 @@ def _fire(
         return Outcome("purged", timers=(TimerWrite(name, armed.due_ms, None),))
     if name != TTL_TIMER:
         fired = event._replace(type=armed.event_type, data=armed.data)
-        return _apply(registry, record, fired, keep_ids, tombstone_ms, fired=(name, armed))
+        return _apply(registry, record, fired, keep_ids, tombstone_ms, (name, armed), reads)
     if record.expires_ms is not None and record.expires_ms > event.time_ms:
         # Touched since the TTL timer was armed: move it to the current expiry.
         later = Timer(record.expires_ms, 0, EXPIRED_EVENT)
@@ -185,12 +197,16 @@ def _apply(
     keep_ids: int,
     tombstone_ms: int,
     fired: tuple[str, Timer] | None,
+    reads: tuple[Loader | None, Reads | None],
 ) -> Outcome:
     behaviour: Behaviour
     writes: list[TimerWrite] = []
     if record is None or record.state is None:  # a new instance (maybe on a tombstone)
         behaviour = registry.latest(event.machine)
-        state, effects = behaviour.start(event)
+        if behaviour.views:
+            state, effects = behaviour.start(event, Siblings(event.tenant, *reads))
+        else:
+            state, effects = behaviour.start(event)
         prev, created = None, event.time_ms
         seq, clock = 1, event.time_ms
         timers: Mapping[str, Timer] = NO_TIMERS
@@ -210,7 +226,11 @@ def _apply(
                 event_type=event.type,
             ) from exc
         private = current if getattr(behaviour, "copies_state", False) else _private(current)
-        state, effects = behaviour.apply(private, event)
+        if behaviour.views:
+            siblings = Siblings(event.tenant, *reads)  # the event's tenant, and no other
+            state, effects = behaviour.apply(private, event, siblings)
+        else:
+            state, effects = behaviour.apply(private, event)
         prev, seq, created = record.state, record.seq + 1, record.created_ms
         clock = max(event.time_ms, record.updated_ms)
         timers = record.timers  # copied below only if something changes them
@@ -264,6 +284,8 @@ def _apply(
         prev,
         state,
     )
+    if behaviour.queries.publish and state is not None:
+        change = change._replace(computed=behaviour.queries.published(state, event.type))
     return Outcome("applied", new, change, emitted, _squash(writes) if writes else ())
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from rocksdict import Options, Rdict
 
 from pipeline.address import Address
 from pipeline.record import Record, load_record
-from tables.keys import encode_key
+from tables.keys import encode_key, read_part, tenant_prefix
+from tables.scan import instance_ranges
 
 __all__ = ["DiskScratch"]
 
@@ -42,6 +44,20 @@ class DiskScratch:
             self._db.delete(key)
         else:
             self._db.put(key, stored)
+
+    def scan(self, tenant: str, machine: str, prefix: str) -> Iterator[tuple[str, Record]]:
+        """The records of ``machine``'s instances of ``tenant`` whose id starts with
+        ``prefix``, in key order (the live store's)."""
+        skip = len(tenant_prefix(tenant, machine))
+        it = self._db.iter()
+        for start, stop in instance_ranges(tenant, machine, prefix):
+            it.seek(start)
+            while it.valid():
+                key = bytes(it.key())
+                if key >= stop:
+                    break
+                yield read_part(key, skip)[0], load_record(bytes(it.value()))
+                it.next()
 
     def clear(self) -> None:
         """Start afresh (a new database: faster than deleting every key)."""

@@ -37,6 +37,7 @@ from pipeline.statechart.xstate import load_xstate
 __all__ = ["Chart", "INIT_EVENT"]
 
 _new_tuple = tuple.__new__
+_NO_VIEWS: Mapping[str, Any] = ChartEvent._field_defaults["views"]
 
 INIT_EVENT = "xstate.init"
 """The event type entry actions see on :meth:`Chart.start` when no event is given."""
@@ -133,11 +134,16 @@ class Chart:
         """Every state id, in document order."""
         return tuple(node.id for node in self._program.nodes)
 
-    def start(self, input: Any = None, event: tuple[str, Any] | None = None) -> Step:
+    def start(
+        self,
+        input: Any = None,
+        event: tuple[str, Any] | tuple[str, Any, Mapping[str, Any]] | None = None,
+    ) -> Step:
         """Enter the initial configuration: entry actions, then eventless transitions.
 
         The context is the config's ``context`` (copied) or ``context(input)``; entry
-        actions see ``event`` (default: ``("xstate.init", input)``).
+        actions see ``event`` (default: ``("xstate.init", input)``; a third item is its
+        ``views``).
         """
         chart_event = ChartEvent(INIT_EVENT, input) if event is None else ChartEvent(*event)
         context: Any
@@ -157,8 +163,15 @@ class Chart:
             )
         return macrostep(self._program, context, chart_event, self._program.start, self._limit)
 
-    def transition(self, snapshot: Mapping[str, Any], event_type: str, data: Any = None) -> Step:
-        """Apply one event to ``snapshot``; pure: ``snapshot`` is not modified.
+    def transition(
+        self,
+        snapshot: Mapping[str, Any],
+        event_type: str,
+        data: Any = None,
+        views: Mapping[str, Any] | None = None,
+    ) -> Step:
+        """Apply one event to ``snapshot``; pure: ``snapshot`` is not modified. ``views``
+        are what guards and actions see as ``event.views``.
 
         As in SCXML and xstate, eventless transitions are checked after every event,
         handled or not (their guards see it). When nothing was enabled at all (or the
@@ -171,7 +184,8 @@ class Chart:
         plan = config.plans.get(event_type)
         if plan is None:
             plan = program.plan(config, event_type)
-        event = _new_tuple(ChartEvent, (event_type, data))  # skips NamedTuple's slow __new__
+        # Skips NamedTuple's slow __new__ (so every field is given).
+        event = _new_tuple(ChartEvent, (event_type, data, _NO_VIEWS if views is None else views))
         if plan.__class__ is Micro:
             return macrostep(program, context, event, plan, self._limit)
         micro = choose(program, config, plan, context, event) if isinstance(plan, Guarded) else None

@@ -141,7 +141,7 @@ def _run(micro: Micro, context: dict[str, Any], event: ChartEvent, out: _Outbox)
                 raise _refused("delay", name, result, "a delay is a whole number of ms >= 0", event)
             out.timers.append(TimerSet(extra[0], result, extra[1]))
         elif kind == DONE_EVENT:
-            out.queue.append(ChartEvent(extra, result))
+            out.queue.append(ChartEvent(extra, result, event.views))
         elif kind == MACHINE_DONE:
             out.output = result
             out.done = True

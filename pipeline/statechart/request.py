@@ -6,10 +6,14 @@ All are plain immutable data; the interpreter never carries them out itself.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 __all__ = ["ChartEvent", "Emitted", "TimerSet", "TimerCancel", "TimerRequest"]
+
+_NO_VIEWS: Mapping[str, Any] = MappingProxyType({})
 
 
 class ChartEvent(NamedTuple):
@@ -17,11 +21,14 @@ class ChartEvent(NamedTuple):
 
     ``type`` is the event type (``"xstate.init"`` on start, ``"xstate.after.<delay>.<id>"``
     for a delayed transition, ``"xstate.done.state.<id>"`` for a completed state);
-    ``data`` is its payload (for a done event: the output of the final state reached).
+    ``data`` is its payload (for a done event: the output of the final state reached);
+    ``views`` what the machine declared it reads of sibling instances for this event
+    (``pipeline.view``), also seen by the eventless and done transitions it leads to.
     """
 
     type: str
     data: Any = None
+    views: Mapping[str, Any] = _NO_VIEWS
 
 
 @dataclass(frozen=True, slots=True)
