@@ -45,9 +45,10 @@ from garrison.local_kafka import LocalKafka
 from garrison.query_cli import query
 from garrison.replay_cli import replay
 from garrison.settings_cli import settings as settings_command
+from garrison.worker_http import get_json, worker_base
 from pipeline.errors import GarrisonError
 from pipeline.registry import Registry
-from pipeline.settings import Settings, load_settings
+from pipeline.settings import load_settings
 
 __all__ = ["cli", "load_registry", "main"]
 
@@ -236,32 +237,6 @@ def tail(tenant: str | None, machine: str | None, from_start: bool) -> int:
     return 0
 
 
-def worker_url(settings: Settings, host: str | None, port: int | None, path: str) -> str:
-    """The URL of ``path`` on a worker: ``--host``/``--port``, else this machine's
-    worker as the settings describe it. ``path`` must be quoted already."""
-    web = settings.web
-    where = host or web.host or (web.bind if web.bind not in ("0.0.0.0", "::") else "127.0.0.1")
-    return f"http://{where}:{port or web.port}{path}"
-
-
-def get_json(url: str, token: str | None) -> tuple[int, Any]:
-    """GET ``url`` (with a bearer token, if any): the status and the decoded body."""
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - our own API
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        body = exc.read()
-        try:
-            return exc.code, json.loads(body)
-        except ValueError:
-            return exc.code, {"error": body.decode(errors="replace")}
-    except urllib.error.URLError as exc:
-        raise GarrisonError(f"no worker answers at {url}: {exc.reason}") from None
-
-
 @cli.command(help="Read an instance's state from the worker's query API.")
 @click.argument("action", type=click.Choice(["get"]))
 @click.argument("tenant")
@@ -282,7 +257,7 @@ def state(
     path = "/state/" + "/".join(
         urllib.parse.quote(part, safe="") for part in (tenant, machine, instance)
     )
-    status, body = get_json(worker_url(load_settings(), host, port, path), token)
+    status, body = get_json(worker_base(load_settings(), host, port) + path, token, timeout=10)
     if status == 200:
         click.echo(json.dumps(body, indent=2))
         return 0

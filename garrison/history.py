@@ -9,28 +9,21 @@ settings describe (``GARRISON_WEB_HOST``/``GARRISON_WEB_PORT``) unless ``url`` n
 from __future__ import annotations
 
 import asyncio
-import json
 import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import datetime
 from typing import Any
 
+from garrison.worker_http import get_json, worker_base
 from pipeline.address import Address
 from pipeline.errors import GarrisonError
 from pipeline.settings import Settings
 
-__all__ = ["Moment", "fetch_history", "history_url", "worker_base"]
+__all__ = ["Moment", "fetch_history", "history_url"]
 
 Moment = datetime | int | str
 """A time: an aware datetime, epoch milliseconds, or RFC 3339 text."""
-
-
-def worker_base(settings: Settings) -> str:
-    """``http://host:port`` of this machine's worker, as the settings describe it."""
-    web = settings.web
-    host = web.host or (web.bind if web.bind not in ("0.0.0.0", "::") else "127.0.0.1")
-    return f"http://{host}:{web.port}"
 
 
 def _moment(name: str, value: Moment) -> str:
@@ -77,23 +70,6 @@ def history_url(
     return base.rstrip("/") + path + (f"?{query}" if query else "")
 
 
-def _get(url: str, token: str | None) -> tuple[int, Any]:
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310 - our own API
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        body = exc.read()
-        try:
-            return exc.code, json.loads(body)
-        except ValueError:
-            return exc.code, {"error": body.decode(errors="replace")}
-    except urllib.error.URLError as exc:
-        raise GarrisonError(f"no worker answers at {url}: {exc.reason}") from None
-
-
 async def fetch_history(
     settings: Settings,
     tenant: str,
@@ -108,7 +84,7 @@ async def fetch_history(
     answers it; raises :class:`GarrisonError` with the worker's reason when it refuses
     (a bad parameter, no such instance, no token)."""
     target = history_url(url or worker_base(settings), tenant, machine, instance, **read)
-    status, body = await asyncio.to_thread(_get, target, token)
+    status, body = await asyncio.to_thread(get_json, target, token, timeout=60)
     if status != 200:
         message = body.get("error", body) if isinstance(body, dict) else body
         raise GarrisonError(f"history of {tenant}/{machine}/{instance}: {status}: {message}")

@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 
 import click
 
-from garrison.kv_client import KvReader, worker_base
+from garrison.kv_client import KvReader
+from garrison.worker_http import worker_base
 from pipeline.answer import Answer
 from pipeline.errors import AnswerTimeout, GarrisonError, WriteRejected
 from pipeline.settings import load_settings

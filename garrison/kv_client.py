@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from garrison.worker_http import worker_base
 from pipeline.answer import Answer
 from pipeline.errors import GarrisonError, WriteRejected
 from pipeline.kv import (
@@ -49,7 +50,7 @@ from pipeline.settings import Settings
 if TYPE_CHECKING:
     from garrison.client import Client
 
-__all__ = ["Entry", "KeyInfo", "KeyPage", "KvReader", "ReadFailed", "StateClient", "worker_base"]
+__all__ = ["Entry", "KeyInfo", "KeyPage", "KvReader", "ReadFailed", "StateClient"]
 
 
 class ReadFailed(GarrisonError):
@@ -94,14 +95,6 @@ class KeyPage:
 
 
 _REMEMBERED = 10_000  # keys whose last write's seq a client keeps
-
-
-def worker_base(settings: Settings, host: str | None = None, port: int | None = None) -> str:
-    """A worker's API: ``host``/``port``, else this machine's worker as the settings
-    describe it."""
-    web = settings.web
-    where = host or web.host or (web.bind if web.bind not in ("0.0.0.0", "::") else "127.0.0.1")
-    return f"http://{where}:{port or web.port}"
 
 
 def _quote(*parts: str) -> str:

@@ -12,14 +12,13 @@ names one. A refusal raises :class:`QueryRefused` with the worker's reason and s
 from __future__ import annotations
 
 import asyncio
-import json
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
-from garrison.history import worker_base
+from garrison.worker_http import get_json, worker_base
 from pipeline.address import Address
 from pipeline.errors import GarrisonError
 from pipeline.settings import Settings
@@ -69,23 +68,6 @@ def query_url(
     return base.rstrip("/") + path + (f"?{query}" if query else "")
 
 
-def _get(url: str, token: str | None) -> tuple[int, Any]:
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - our own API
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        body = exc.read()
-        try:
-            return exc.code, json.loads(body)
-        except ValueError:
-            return exc.code, {"error": body.decode(errors="replace")}
-    except urllib.error.URLError as exc:
-        raise GarrisonError(f"no worker answers at {url}: {exc.reason}") from None
-
-
 def _refused(what: str, status: int, body: Any) -> QueryRefused:
     message = body.get("error", body) if isinstance(body, dict) else body
     return QueryRefused(f"{what}: {status}: {message}", status)
@@ -104,7 +86,7 @@ async def fetch_query(
 ) -> dict[str, Any]:
     """The worker's answer to query ``name``: ``{..., seq, version, result}``."""
     target = query_url(url or worker_base(settings), tenant, machine, instance, name, params)
-    status, body = await asyncio.to_thread(_get, target, token)
+    status, body = await asyncio.to_thread(get_json, target, token)
     if status != 200:
         raise _refused(f"query {name!r} of {tenant}/{machine}/{instance}", status, body)
     result: dict[str, Any] = body
@@ -123,7 +105,7 @@ async def fetch_state(
     """The instance as the worker reads it (``seq``, ``state``, ``computed``...), or
     None when there is no such instance (or it has ended)."""
     target = (url or worker_base(settings)).rstrip("/") + _path(tenant, machine, instance)
-    status, body = await asyncio.to_thread(_get, target, token)
+    status, body = await asyncio.to_thread(get_json, target, token)
     if status == 404:
         return None
     if status != 200:
