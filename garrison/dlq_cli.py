@@ -11,25 +11,14 @@ from typing import Any, TypeVar
 
 import click
 
-from pipeline.envelope import parse_time
-from pipeline.errors import GarrisonError, InvalidEvent
+from garrison.options import MOMENT
+from pipeline.errors import GarrisonError
 from pipeline.redrive import Fix, Letter, LetterFilter, parse_patch
 from pipeline.settings import Settings
 
 __all__ = ["dlq"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _moment(name: str, raw: str | None) -> int | None:
-    if raw is None:
-        return None
-    if raw.lstrip("-").isdigit():
-        return int(raw)
-    try:
-        return parse_time(raw)
-    except InvalidEvent:
-        raise GarrisonError(f"--{name} must be RFC 3339 or epoch ms, got {raw!r}") from None
 
 
 def _place(raw: str) -> tuple[int, int]:
@@ -51,8 +40,10 @@ def _filters(fn: F) -> F:
             click.option("--machine"),
             click.option("--instance"),
             click.option("--listener", help="a listener's dead letters"),
-            click.option("--since", help="dead-lettered at or after (RFC 3339 or epoch ms)"),
-            click.option("--until", help="dead-lettered at or before"),
+            click.option(
+                "--since", type=MOMENT, help="dead-lettered at or after (RFC 3339 or epoch ms)"
+            ),
+            click.option("--until", type=MOMENT, help="dead-lettered at or before"),
             click.option("--at", "at", multiple=True, help="PARTITION:OFFSET in the dlq"),
         ]
     ):
@@ -68,8 +59,8 @@ def _chosen(kw: dict[str, Any]) -> LetterFilter:
         machine=kw.pop("machine"),
         instance=kw.pop("instance"),
         listener=kw.pop("listener"),
-        since_ms=_moment("since", kw.pop("since")),
-        until_ms=_moment("until", kw.pop("until")),
+        since_ms=kw.pop("since"),
+        until_ms=kw.pop("until"),
         at=frozenset(_place(a) for a in kw.pop("at")),
     )
 

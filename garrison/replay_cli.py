@@ -10,23 +10,11 @@ from typing import Any
 
 import click
 
-from pipeline.envelope import parse_time
-from pipeline.errors import GarrisonError, InvalidEvent
+from garrison.options import MOMENT
 from pipeline.replay import AddressFilter
 from pipeline.settings import Settings
 
 __all__ = ["replay"]
-
-
-def _moment(name: str, raw: str | None) -> int | None:
-    if raw is None:
-        return None
-    if raw.lstrip("-").isdigit():
-        return int(raw)
-    try:
-        return parse_time(raw)
-    except InvalidEvent:
-        raise GarrisonError(f"--{name} must be RFC 3339 or epoch ms, got {raw!r}") from None
 
 
 @click.command(help="Replay APP's events topic with APP's current machines and compare.")
@@ -34,8 +22,10 @@ def _moment(name: str, raw: str | None) -> int | None:
 @click.option("--tenant", help="only this tenant (and only its partition is read)")
 @click.option("--machine", help="only this machine")
 @click.option("--instance", help="only this instance id")
-@click.option("--since", help="start at the events recorded at or after (RFC 3339 or epoch ms)")
-@click.option("--until", help="stop after the events recorded at or before")
+@click.option(
+    "--since", type=MOMENT, help="start at the events recorded at or after (RFC 3339 or epoch ms)"
+)
+@click.option("--until", type=MOMENT, help="stop after the events recorded at or before")
 @click.option("--from-offset", type=int, help="start at this offset of every partition read")
 @click.option("--to-offset", type=int, help="stop before this offset")
 @click.option(
@@ -67,8 +57,8 @@ def replay(
     tenant: str | None,
     machine: str | None,
     instance: str | None,
-    since: str | None,
-    until: str | None,
+    since: int | None,
+    until: int | None,
     from_offset: int | None,
     to_offset: int | None,
     scratch: str,
@@ -85,8 +75,8 @@ def replay(
     settings = Settings()
     opts = ReplayOptions(
         AddressFilter(tenant, machine, instance),
-        _moment("since", since),
-        _moment("until", until),
+        since,
+        until,
         from_offset,
         to_offset,
         scratch,
