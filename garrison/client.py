@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaProducer
 
 from agents.kafka import kafka_options
 from agents.topics import require_topics
+from agents.tracing import sending_tracer
 from pipeline.envelope import Event, encode_event, new_event
 from pipeline.errors import InvalidEvent
 from pipeline.settings import Settings
@@ -63,7 +64,11 @@ def make_event(
 
 
 class Client:
-    """Sends events to ``<app>.events``, keyed by tenant; idempotent producer."""
+    """Sends events to ``<app>.events``, keyed by tenant (by ``tenant/instance`` for hot
+    tenants and machines, ``GARRISON_HOT_*``, as the workers expect); idempotent
+    producer. With ``GARRISON_TRACING_ENABLED``, each send is a ``garrison.send`` span,
+    child of the caller's current span, whose context the event carries (through the
+    process's global tracer provider, which the application sets up)."""
 
     def __init__(
         self,
@@ -76,6 +81,8 @@ class Client:
         self._source = source
         self._wait_s = connect_timeout_s
         self._producer: AIOKafkaProducer | None = None
+        self._key = settings.partitioning.key
+        self._tracer = sending_tracer(settings)
 
     async def start(self) -> None:
         """Connect the producer, once the broker answers and the app's events topic
@@ -131,8 +138,12 @@ class Client:
         """Send a prepared event (to ``topic``, default the events topic)."""
         if self._producer is None:
             raise RuntimeError("Client is not started; use `async with Client(settings)`")
+        if self._tracer is not None and event.traceparent is None:
+            event = self._tracer.carried(event)
         future = await self._producer.send(
-            topic or self._settings.topics.events, encode_event(event), key=event.tenant.encode()
+            topic or self._settings.topics.events,
+            encode_event(event),
+            key=self._key(event.tenant, event.machine, event.instance),
         )
         if wait:
             await future

@@ -203,6 +203,13 @@ class TracingSettings(BaseModel):
     service_name: str | None = Field(
         default=None, description="the service.name resource; default garrison-<role>"
     )
+    sample_ratio: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="share of the events without a trace context that start a trace; "
+        "events with one follow their parent's sampling decision",
+    )
 
 
 class HotSettings(BaseModel):
