@@ -47,7 +47,8 @@ def test_every_garrison_setting_in_compose_is_a_real_one(name: str) -> None:
             continue
         group, _, rest = key.partition("_")
         model = fields[group].annotation if group in fields else None
-        assert isinstance(model, type) and issubclass(model, BaseModel), f"{var}: no such group"
+        assert isinstance(model, type), f"{var}: no such group"
+        assert issubclass(model, BaseModel), f"{var}: no such group"
         assert rest in model.model_fields, f"{var}: {group} has no setting {rest!r}"
 
 

@@ -95,7 +95,7 @@ async def test_a_hot_tenant_spreads_and_any_worker_reads_any_instance(
 
     for inst in INSTANCES:
         await wait_until(
-            lambda: seq_everywhere(inst, 2),
+            lambda inst=inst: seq_everywhere(inst, 2),  # type: ignore[misc]
             timeout_s=30,
             what=f"{inst} at seq 2",
             describe=describe,
