@@ -39,7 +39,7 @@ Part = Callable[[PartContext], Awaitable[None]]
 PARTS: dict[str, Part] = {}
 """Feature parts by name; a module adds its own (``PARTS["update"] = measure_update``)."""
 
-MODULES: list[str] = ["bench.replay"]
+MODULES: list[str] = ["bench.replay", "bench.observe", "bench.hot"]
 """The modules that register parts, imported by :func:`registered` (one line each)."""
 
 

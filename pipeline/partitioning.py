@@ -1,8 +1,8 @@
 """Which Kafka key an address has: its tenant, or its tenant and instance when hot.
 
 garrison keys every record of an instance by its tenant id, so one tenant's events keep
-their order and all its instances live in one partition (a reducer may read a sibling
-instance; ``GET /state/{tenant}`` lists them from one store). A tenant that sends a
+their order and all its instances live in one partition (``GET /state/{tenant}`` lists
+them from one store). A tenant that sends a
 large share of all events then loads one partition, and every other tenant there waits
 behind it. Operators can name such tenants, or machines, as *hot*
 (``GARRISON_HOT_TENANTS``, ``GARRISON_HOT_MACHINES``): their instances are keyed by
@@ -21,8 +21,9 @@ API's routing. The partition is the default partitioner's ``murmur2(key) % parti
 (``agents.kafka.partition_of``). Tenant and instance ids cannot contain ``/``, so a hot
 key never equals a tenant key.
 
-Changing the hot set moves instances between partitions: do it with the producers and
-workers stopped and the topics drained, or on a fresh app (see docs/operations.md).
+Changing the hot set moves existing instances' homes, and their stored state does not
+follow (an instance whose home moved would start again at its new one): name tenants
+and machines hot before they send, or on a fresh app (see docs/operations.md).
 
 Example::
 
