@@ -1,21 +1,25 @@
 """What metrics and tracing cost the worker: its throughput with them on and off.
 
 Part ``observe`` (``bench/run --only observe``). The workload goes through a fresh
-worker (an app of its own each time) in six throughput runs, measured as the main run
-measures garrison (state changes over their broker-stamped span):
+worker (an app of its own each time), measured as the main run measures garrison
+(state changes over their broker-stamped span), in rounds of five runs, interleaved,
+the best of each kind kept (twice in a quick run, once in a full one: this machine is
+shared, and one run can lose a tenth or more to a neighbour):
 
-- metrics off (``GARRISON_METRICS_ENABLED=false``) and on (the default), twice each,
-  alternating, the better of each pair kept (this machine is shared: one run can lose
-  a tenth to a neighbour): ``ratios.metrics_on_vs_off`` (target at least 0.95);
-- tracing on (``GARRISON_TRACING_ENABLED=true``, spans exported to a JSON-lines file
-  by ``agents.tracing.FileSpanExporter`` in a background thread) with metrics on,
-  against the better metrics-on run: every event carries a sampled ``traceparent``
-  (a producer tracing everything), ``ratios.tracing_on_vs_off`` (target at least
-  0.85); and 1 event in 10 sampled (a producer sampling 10%, the rest carrying an
-  unsampled context that garrison passes on as data), ``ratios.tracing_sampled_10pct_vs_off``.
+- ``metrics-off`` (``GARRISON_METRICS_ENABLED=false``) and ``metrics-on`` (the
+  default): ``ratios.metrics_on_vs_off`` (target at least 0.95);
+- ``context-only``: tracing off, but every event carrying a ``traceparent`` that the
+  worker passes on as data (state-change headers): ``ratios.trace_context_carried_vs_off``;
+- ``tracing-all``: ``GARRISON_TRACING_ENABLED=true``, every event with a sampled
+  ``traceparent`` (a producer tracing everything), spans exported to a JSON-lines file
+  (``agents.tracing.FileSpanExporter``, in the SDK's background thread), metrics on:
+  ``ratios.tracing_on_vs_off`` against ``metrics-on`` (target at least 0.85);
+- ``tracing-10pct``: the same with 1 event in 10 sampled (a producer sampling 10%; the
+  others carry an unsampled context, passed on without a span):
+  ``ratios.tracing_sampled_10pct_vs_off``.
 
-The file's span count is checked against the events (the SDK drops spans when its
-queue is full): ``figures.tracing_spans_exported``.
+The file's span count of the last ``tracing-all`` run is checked against the events
+(the SDK drops spans when its queue is full): ``figures.tracing_spans_exported``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from bench.throughput import Measured, run_throughput
 from bench.topic import create_topics, produce
 
 __all__ = ["measure_observe"]
+
+_ROUNDS = 2  # quick runs: every kind twice, interleaved (a full run: once, 12x the events)
 
 
 def _system(extra: dict[str, str]) -> System:
@@ -84,63 +90,76 @@ def _best(runs: list[Measured]) -> float | None:
 async def measure_observe(ctx: PartContext) -> None:
     """The part: see the module doc."""
     report, workload = ctx.report, ctx.workload
-    off_env = {"GARRISON_METRICS_ENABLED": "false"}
-    off, on = [], []
-    for n in range(2):
-        off.append(await _run(ctx, f"metrics-off{n}", off_env, workload.records()))
-        on.append(await _run(ctx, f"metrics-on{n}", {}, workload.records()))
-    spans_file = ctx.run.work_dir / "observe-spans.jsonl"
-    tracing_env = {
-        "GARRISON_TRACING_ENABLED": "true",
-        "GARRISON_TRACING_EXPORTER": "file",
-        "GARRISON_TRACING_FILE": str(spans_file),
-    }
-    traced = await _run(ctx, "tracing-all", tracing_env, _traced(workload.records(), 1))
-    exported = sum(1 for _ in spans_file.open("rb")) if spans_file.exists() else 0
-    sampled_file = ctx.run.work_dir / "observe-spans-10pct.jsonl"
-    tenth = await _run(
-        ctx,
-        "tracing-10pct",
-        {**tracing_env, "GARRISON_TRACING_FILE": str(sampled_file)},
-        _traced(workload.records(), 10),
-    )
-    f, r = report.extra_figures, report.extra_ratios
-    rate_off, rate_on = _best(off), _best(on)
-    figures = {
-        "metrics_off_events_per_s": rate_off,
-        "metrics_on_events_per_s": rate_on,
-        "tracing_on_events_per_s": traced.rate if traced.complete else None,
-        "tracing_sampled_10pct_events_per_s": tenth.rate if tenth.complete else None,
-    }
-    for name, value in figures.items():
-        if value is not None:
-            f[name] = value
-    f["tracing_spans_exported"] = exported
-    if rate_off and rate_on:
-        r["metrics_on_vs_off"] = rate_on / rate_off
-    if rate_on and figures["tracing_on_events_per_s"]:
-        r["tracing_on_vs_off"] = figures["tracing_on_events_per_s"] / rate_on
-    if rate_on and figures["tracing_sampled_10pct_events_per_s"]:
-        r["tracing_sampled_10pct_vs_off"] = figures["tracing_sampled_10pct_events_per_s"] / rate_on
+    spans_dir = ctx.run.work_dir / "observe-spans"
+    spans_dir.mkdir(parents=True, exist_ok=True)
 
-    def show(m: Measured) -> str:
-        return f"{m.rate:,.0f}" if m.complete and m.rate else m.ended
+    def tracing(name: str) -> dict[str, str]:
+        return {
+            "GARRISON_TRACING_ENABLED": "true",
+            "GARRISON_TRACING_EXPORTER": "file",
+            "GARRISON_TRACING_FILE": str(spans_dir / f"{name}.jsonl"),
+        }
+
+    kinds: dict[str, tuple[dict[str, str], int | None]] = {
+        "metrics-off": ({"GARRISON_METRICS_ENABLED": "false"}, None),
+        "metrics-on": ({}, None),
+        "context-only": ({}, 1),  # tracing off, every event carrying a context as data
+        "tracing-all": (tracing("all"), 1),
+        "tracing-10pct": (tracing("10pct"), 10),
+    }
+    runs: dict[str, list[Measured]] = {kind: [] for kind in kinds}
+    # Interleaved rounds, the best of each kind kept: a neighbour's load on this shared
+    # machine then weighs on every kind alike.
+    for n in range(_ROUNDS if ctx.quick else 1):
+        for kind, (extra, every) in kinds.items():
+            if kind.startswith("tracing-"):
+                (spans_dir / f"{kind.removeprefix('tracing-')}.jsonl").unlink(missing_ok=True)
+            records = workload.records() if every is None else _traced(workload.records(), every)
+            runs[kind].append(await _run(ctx, f"{kind}{n}", extra, records))
+    exported = _lines(spans_dir / "all.jsonl")
+    best = {kind: _best(ms) for kind, ms in runs.items()}
+    f, r = report.extra_figures, report.extra_ratios
+    for kind, rate in best.items():
+        if rate is not None:
+            f[f"{kind.replace('-', '_')}_events_per_s"] = rate
+    f["tracing_spans_exported"] = exported
+    off, on = best["metrics-off"], best["metrics-on"]
+    if off and on:
+        r["metrics_on_vs_off"] = on / off
+    if on and best["tracing-all"]:
+        r["tracing_on_vs_off"] = best["tracing-all"] / on
+    if on and best["tracing-10pct"]:
+        r["tracing_sampled_10pct_vs_off"] = best["tracing-10pct"] / on
+    if on and best["context-only"]:
+        r["trace_context_carried_vs_off"] = best["context-only"] / on
+
+    def show(ms: list[Measured]) -> str:
+        return " / ".join(f"{m.rate:,.0f}" if m.complete and m.rate else m.ended for m in ms)
+
+    def ratio(name: str) -> str:
+        return "-" if name not in r else f"x{r[name]:.3f}"
 
     report.extra_lines.append(
-        "observe: metrics off "
-        + " / ".join(show(m) for m in off)
-        + " events/s, on "
-        + " / ".join(show(m) for m in on)
-        + f" (best: x{r.get('metrics_on_vs_off', float('nan')):.3f}); tracing every event "
-        f"{show(traced)} events/s (x{r.get('tracing_on_vs_off', float('nan')):.3f}, "
-        f"{exported:,} spans exported for {workload.events:,} events), 1 in 10 sampled "
-        f"{show(tenth)} (x{r.get('tracing_sampled_10pct_vs_off', float('nan')):.3f}); "
-        + "outputs: "
-        + "; ".join(sorted({m.verified for m in [*off, *on, traced, tenth]}))
+        f"observe: events/s, metrics off {show(runs['metrics-off'])}, on "
+        f"{show(runs['metrics-on'])} ({ratio('metrics_on_vs_off')}); tracing off with a "
+        f"context on every event {show(runs['context-only'])} "
+        f"({ratio('trace_context_carried_vs_off')}); tracing every event "
+        f"{show(runs['tracing-all'])} ({ratio('tracing_on_vs_off')}; {exported:,} spans "
+        f"exported of {workload.events:,} events in the last run), 1 in 10 sampled "
+        f"{show(runs['tracing-10pct'])} ({ratio('tracing_sampled_10pct_vs_off')}); outputs: "
+        + "; ".join(sorted({m.verified for ms in runs.values() for m in ms}))
     )
-    for m in [*off, *on, traced, tenth]:
-        if m.complete and "MISMATCH" in m.verified:
-            report.notes.append(f"observe: a run's output did not match: {m.verified}")
+    for ms in runs.values():
+        for m in ms:
+            if m.complete and "MISMATCH" in m.verified:
+                report.notes.append(f"observe: a run's output did not match: {m.verified}")
+
+
+def _lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with path.open("rb") as lines:
+        return sum(1 for _ in lines)
 
 
 PARTS["observe"] = measure_observe

@@ -78,6 +78,7 @@ def world(
         app,
         work / "data",
         tracing_file=str(work / "worker-spans.jsonl"),
+        log_format="json",
         **common,
     )
     env["OTEL_BSP_SCHEDULE_DELAY"] = "100"  # export spans within 0.1 s
@@ -312,4 +313,12 @@ async def test_ready_turns_ready_after_a_restore(
     samples = scrape(port)
     assert value(samples, "garrison_restore_records_total") > 0
     assert value(samples, "garrison_restore_remaining_records") == 0
-    assert "garrison worker ready: app " + env["GARRISON_APP"] in worker.log_tail(400)
+    lines = [json.loads(line) for line in worker.log_tail(400).splitlines() if line[:1] == "{"]
+    ready = [line for line in lines if line["message"].startswith("garrison worker ready")]
+    assert ready, worker.log_tail()
+    assert ready[-1]["level"] == "WARNING"
+    assert ready[-1]["message"] == (
+        f"garrison worker ready: app {env['GARRISON_APP']}, partitions [0, 1, 2, 3], "
+        f"web http://127.0.0.1:{port}"
+    )
+    assert ready[-1]["partitions"] == [0, 1, 2, 3]

@@ -177,3 +177,11 @@ def test_json_lines_come_from_the_json_format() -> None:
         "x y",
         "shop",
     )
+
+
+def test_a_service_reply_carries_the_commands_trace_context() -> None:
+    from agents.service import reply_to
+
+    command = event("stock.reserve")._replace(traceparent=PARENT, tracestate="k=v")
+    reply = reply_to(command, "stock.reserved", {}, source="/service/stock")
+    assert (reply.traceparent, reply.tracestate, reply.parentid) == (PARENT, "k=v", command.id)
