@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -77,7 +78,9 @@ def announce_ready(
 ) -> None:
     """The one ready line of an activation (see the module doc for its level)."""
     web = settings.web
-    where = f"http://{web.host or web.bind}:{port or web.port}" if web.enabled else "off"
+    # The address others reach it at, as agents.api.faust_web_options advertises it.
+    host = web.host or (web.bind if web.bind not in ("0.0.0.0", "::") else socket.gethostname())
+    where = f"http://{host}:{port or web.port}" if web.enabled else "off"
     shown = "" if role != "worker" else f", partitions {list(partitions) or 'none'}"
     ready_log.warning(
         "garrison %s ready: app %s%s, web %s",
