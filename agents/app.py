@@ -104,7 +104,7 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
         # Static membership: a restarted worker takes its partitions back at once.
         consumer_group_instance_id=f"{settings.app}.{settings.member_id}",
         consumer_auto_offset_reset="earliest",
-        broker_max_poll_records=settings.batch_size,
+        broker_max_poll_records=settings.fetch_max_records or settings.batch_size,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 4),
         broker_rebalance_timeout=60.0,

@@ -283,7 +283,8 @@ class FileSpanExporter:
     def export(self, spans: Sequence[Any]) -> Any:
         from opentelemetry.sdk.trace.export import SpanExportResult
 
-        lines = b"".join(orjson.dumps(_span_dict(span)) + b"\n" for span in spans)
+        resources: dict[int, dict[str, Any]] = {}  # one resource for all, as a rule
+        lines = b"".join(orjson.dumps(_span_dict(span, resources)) + b"\n" for span in spans)
         with self._lock:
             self._file.write(lines)
             self._file.flush()
@@ -297,8 +298,11 @@ class FileSpanExporter:
         return True
 
 
-def _span_dict(span: Any) -> dict[str, Any]:
+def _span_dict(span: Any, resources: dict[int, dict[str, Any]]) -> dict[str, Any]:
     ctx, parent = span.context, span.parent
+    resource = resources.get(id(span.resource))
+    if resource is None:
+        resource = resources[id(span.resource)] = {"attributes": dict(span.resource.attributes)}
     return {
         "name": span.name,
         "context": {"trace_id": f"0x{ctx.trace_id:032x}", "span_id": f"0x{ctx.span_id:016x}"},
@@ -308,7 +312,7 @@ def _span_dict(span: Any) -> dict[str, Any]:
         "end_time": span.end_time,
         "status": {"status_code": span.status.status_code.name},
         "attributes": dict(span.attributes or {}),
-        "resource": {"attributes": dict(span.resource.attributes)},
+        "resource": resource,
     }
 
 

@@ -6,7 +6,8 @@ time: what one lane commits is the bound a tenant sending half of all events hit
 every other tenant in that partition waits behind it. That bound grows with the batch
 size (2,000 events by default: tens of thousands of events/s, more than this 2-core
 machine can produce, apply and consume at once), so the part runs the worker with
-``GARRISON_BATCH_SIZE=20`` and 8 partitions, measures the bound (1,000 events of one
+``GARRISON_BATCH_SIZE=20`` (fetching 2,000 records at a time as usual,
+``GARRISON_FETCH_MAX_RECORDS``) and 8 partitions, measures the bound (1,000 events of one
 tenant sent at once, timed from the first state change to the last) and sends at rates
 relative to it.
 
@@ -90,6 +91,9 @@ async def _worker(ctx: PartContext, tag: str, hot_keyed: bool) -> tuple[Run, Pro
     run.work_dir.mkdir(parents=True, exist_ok=True)
     env = garrison_env(run, run.work_dir / "state", free_port())
     env["GARRISON_BATCH_SIZE"] = str(BATCH)
+    # Fetch as usual: a fetch of 20 records for all partitions would be one bound for
+    # the whole worker, not one per partition.
+    env["GARRISON_FETCH_MAX_RECORDS"] = "2000"
     if hot_keyed:
         env["GARRISON_HOT_TENANTS"] = "hot"
     proc = Process(

@@ -3,7 +3,7 @@
 Part ``observe`` (``bench/run --only observe``). The workload goes through a fresh
 worker (an app of its own each time), measured as the main run measures garrison
 (state changes over their broker-stamped span), in rounds of five runs, interleaved,
-the best of each kind kept (twice in a quick run, once in a full one: this machine is
+the best of each kind kept (3 times in a quick run, once in a full one: this machine is
 shared, and one run can lose a tenth or more to a neighbour):
 
 - ``metrics-off`` (``GARRISON_METRICS_ENABLED=false``) and ``metrics-on`` (the
@@ -38,7 +38,7 @@ from bench.topic import create_topics, produce
 
 __all__ = ["measure_observe"]
 
-_ROUNDS = 2  # quick runs: every kind twice, interleaved (a full run: once, 12x the events)
+_ROUNDS = 3  # quick runs: every kind 3 times, interleaved (a full run: once, 12x the events)
 
 
 def _system(extra: dict[str, str]) -> System:

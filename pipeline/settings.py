@@ -302,6 +302,12 @@ class Settings(BaseSettings):
         "would produce a larger one is dead-lettered (the broker's default limit is "
         "1,048,588 bytes per record batch)",
     )
+    fetch_max_records: int | None = Field(
+        default=None,
+        ge=1,
+        description="records the worker's consumer takes from the broker per fetch, for "
+        "all its partitions (Kafka's max.poll.records); default: GARRISON_BATCH_SIZE",
+    )
     batch_wait_ms: int = Field(
         default=5,
         ge=0,
