@@ -5,7 +5,8 @@ WORKDIR /app
 
 # Dependencies in a layer of their own, rebuilt only when pyproject.toml changes.
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+# The tracing extra too (the OpenTelemetry SDK), so GARRISON_TRACING_ENABLED works.
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['tracing']))" > /tmp/requirements.txt \
  && pip install --no-cache-dir -r /tmp/requirements.txt
 
 # Then garrison itself, without touching the dependencies again.

@@ -26,6 +26,7 @@ from faust import web
 
 from agents.kafka import partition_of
 from agents.kv_api import add_kv_api
+from agents.routing import SPREAD, instance_partition, route_to_instance
 from pipeline.address import check_id
 from pipeline.errors import InvalidAddress
 from pipeline.record import load_record
@@ -117,6 +118,9 @@ def add_api(app: GarrisonApp) -> None:
     def partition(tenant: str) -> int:
         return partition_of(tenant.encode(), partitions)
 
+    address_partition = instance_partition(app.settings)
+    hot = app.settings.partitioning
+
     def refused(view: web.View, request: web.Request, tenant: str) -> web.Response | None:
         status = authorize(web_settings, request.headers.get("Authorization"), tenant)
         return None if status is None else _error(view, status, _REFUSED[status])
@@ -145,7 +149,7 @@ def add_api(app: GarrisonApp) -> None:
         return view.json({"ready": False, "waiting": waiting}, status=503)
 
     @app.page("/state/{tenant}/{machine}/{instance}")
-    @app.table_route(table=state_table, match_info="tenant")
+    @route_to_instance(app)
     async def get_instance(
         view: web.View, request: web.Request, tenant: str, machine: str, instance: str
     ) -> web.Response:
@@ -159,7 +163,7 @@ def add_api(app: GarrisonApp) -> None:
             )
         except InvalidAddress as exc:
             return _error(view, 400, str(exc))
-        raw = app.state_store.get(partition(tenant), key)
+        raw = app.state_store.get(address_partition(tenant, machine, instance), key)
         rec = None if raw is None else load_record(raw)
         if rec is None or rec.state is None:  # never was, or ended (a tombstone)
             return _error(view, 404, f"no instance {tenant}/{machine}/{instance}")
@@ -190,6 +194,8 @@ def add_api(app: GarrisonApp) -> None:
             after = _cursor(request.query.get("cursor"), prefix)
         except ValueError as exc:  # InvalidAddress is a ValueError
             return _error(view, 400, str(exc))
+        if tenant in hot.hot_tenants or (machine is not None and machine in hot.hot_machines):
+            return _error(view, 409, SPREAD)
         out: list[dict[str, Any]] = []
         last = None
         start = prefix if after is None else after + b"\x00"  # the first key after it
@@ -200,9 +206,11 @@ def add_api(app: GarrisonApp) -> None:
             rec = load_record(value)
             if rec.state is None:
                 continue  # an ended instance's tombstone
+            address = decode_key(key)
+            if address.machine in hot.hot_machines:
+                continue  # keyed by instance: its instances are not all here
             if len(out) == limit:
                 break
-            address = decode_key(key)
             out.append({"machine": address.machine, "instance": address.instance, "seq": rec.seq})
             last = key
         else:

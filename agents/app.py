@@ -21,12 +21,14 @@ from faust.types import TP
 from agents.api import add_api, faust_web_options
 from agents.consumer import Transport, position_of
 from agents.dispatch import Dispatcher
+from agents.metrics import WorkerMetrics, add_metrics_route
 from agents.recovery import TableManagerWithBulkRecovery, catch_up
 from agents.standby import StandbyTailer
 from pipeline.registry import Registry
 from pipeline.seal import SEAL_HEADER, seal
 from pipeline.settings import Settings
 from tables import timers as timer_index
+from tables.keys import decode_key
 from tables.store import PartitionStore
 
 __all__ = ["GarrisonApp", "create_app"]
@@ -102,7 +104,7 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
         # Static membership: a restarted worker takes its partitions back at once.
         consumer_group_instance_id=f"{settings.app}.{settings.member_id}",
         consumer_auto_offset_reset="earliest",
-        broker_max_poll_records=settings.batch_size,
+        broker_max_poll_records=settings.fetch_max_records or settings.batch_size,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 4),
         broker_rebalance_timeout=60.0,
@@ -174,6 +176,10 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
 
     _add_timer_delivery(app)
     add_api(app)
+    if settings.metrics.enabled:
+        app.dispatcher.metrics = metrics = WorkerMetrics(settings)
+        metrics.watch(app)
+        add_metrics_route(app, metrics)
     return app
 
 
@@ -183,6 +189,7 @@ def _add_timer_delivery(app: GarrisonApp) -> None:
     may be delivered twice (a crash, a rebalance): its id is stable, and the lane skips
     it unless the timer is still armed as due."""
     settings = app.settings
+    hot = settings.partitioning
     fired: dict[int, set[bytes]] = {}
 
     @app.timer(interval=settings.timer_tick_ms / 1000.0)  # type: ignore[untyped-decorator]
@@ -205,8 +212,11 @@ def _add_timer_delivery(app: GarrisonApp) -> None:
                 if entry.key in seen:
                     continue
                 headers = [(SEAL_HEADER, seal(lane.seal_key, entry.firing))]
+                key = entry.tenant  # the partition is given: the key only has to agree
+                if hot.any_hot:
+                    key = hot.key(*decode_key(timer_index.read_index_key(entry.key)[1]))
                 await app.producer.send(
-                    settings.topics.events, entry.tenant, entry.firing, partition, None, headers
+                    settings.topics.events, key, entry.firing, partition, None, headers
                 )
                 seen.add(entry.key)
             seen &= due_now  # forget firings the lane has consumed

@@ -16,6 +16,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from agents.lane import Lane
+from agents.logs import announce_ready
+from agents.metrics import Tally, WorkerMetrics
+from agents.tracing import Tracing
 from pipeline.decision import Rules, Verdict
 from pipeline.registry import Registry
 from pipeline.settings import Settings
@@ -45,6 +48,12 @@ class DispatchStats:
         """Count one record's verdict."""
         name = _COUNTER[verdict]
         setattr(self, name, getattr(self, name) + 1)
+
+    def add(self, tally: Tally) -> None:
+        """Add a committed batch's counts (keys start with the verdict)."""
+        for key, n in tally.items():
+            name = _COUNTER[key[0]]  # type: ignore[index]  # a Verdict
+            setattr(self, name, getattr(self, name) + n)
 
 
 _COUNTER: dict[Verdict, str] = {
@@ -82,8 +91,13 @@ class Dispatcher:
             tombstone_ms=settings.tombstone_ms,
             service_topics=registry.service_topics,
             max_record_bytes=settings.max_record_bytes,
+            partitioning=settings.partitioning,
         )
         self.stats = DispatchStats()
+        # Set by the worker app: None when metrics or tracing are off (agents.metrics,
+        # agents.tracing).
+        self.metrics: WorkerMetrics | None = None
+        self.tracing: Tracing | None = None
         self._lanes: dict[int, Lane] = {}
         self.failed = asyncio.Event()
         self.on_failure: Callable[[], None] | None = None
@@ -125,6 +139,7 @@ class Dispatcher:
         if all(began) and self.generation == generation:
             self.active.set()
             log.info("serving partitions %s", sorted(partitions) or "none")
+            announce_ready(self.settings, sorted(partitions))
 
     async def revoke(self, partitions: set[int]) -> None:
         """Stop the lanes of revoked partitions; their uncommitted work is aborted and

@@ -24,7 +24,8 @@ from faust import web
 
 from agents.api import authorize
 from agents.changes import partition_records
-from agents.kafka import kafka_options, partition_of
+from agents.kafka import kafka_options
+from agents.routing import instance_partition, route_to_instance
 from pipeline.address import check_id
 from pipeline.envelope import format_time
 from pipeline.history import (
@@ -64,7 +65,7 @@ async def older_changes(
     number of records scanned."""
     settings = app.settings
     prefix = change_prefix(tenant, machine, instance)
-    partition = partition_of(tenant.encode(), settings.kafka.partitions)
+    partition = instance_partition(settings)(tenant, machine, instance)
     records = partition_records(
         kafka_options(settings.kafka), settings.topics.state_changes, partition, start_ms=start_ms
     )
@@ -82,14 +83,14 @@ async def older_changes(
 
 def add_history_api(app: GarrisonApp) -> None:
     """Register the history route on ``app``'s web server."""
-    state_table = app.tables["state"]
     settings = app.settings
+    address_partition = instance_partition(settings)
 
     def error(view: web.View, status: int, message: str) -> web.Response:
         return view.json({"error": message}, status=status)
 
     @app.page("/state/{tenant}/{machine}/{instance}/history")
-    @app.table_route(table=state_table, match_info="tenant")
+    @route_to_instance(app)
     async def get_history(
         view: web.View, request: web.Request, tenant: str, machine: str, instance: str
     ) -> web.Response:
@@ -105,7 +106,7 @@ def add_history_api(app: GarrisonApp) -> None:
             read = parse_query(dict(request.query))
         except ValueError as exc:  # InvalidAddress and InvalidQuery are ValueErrors
             return error(view, 400, str(exc))
-        partition = partition_of(tenant.encode(), settings.kafka.partitions)
+        partition = address_partition(tenant, machine, instance)
         raw = app.state_store.get(partition, key)
         rec = None if raw is None else load_record(raw)
         name = f"{tenant}/{machine}/{instance}"

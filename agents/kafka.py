@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -19,6 +20,8 @@ from aiokafka.partitioner import murmur2
 from aiokafka.producer import sender as aiokafka_sender
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
+from pipeline.address import Address
+from pipeline.partitioning import Partitioning
 from pipeline.settings import KafkaSettings
 
 __all__ = [
@@ -26,6 +29,7 @@ __all__ = [
     "TXN_RETRY_BACKOFF_S",
     "UnroutableTopic",
     "close_producer",
+    "home_of",
     "is_kafka_failure",
     "is_record_refused",
     "kafka_options",
@@ -73,6 +77,37 @@ def partition_of(key: bytes, partitions: int) -> int:
     ``key`` in a topic of ``partitions`` partitions."""
     hashed: int = murmur2(key)
     return (hashed & 0x7FFFFFFF) % partitions
+
+
+def home_of(partitioning: Partitioning, partitions: int) -> Callable[[Address], int]:
+    """``home(address)``: the events partition an address belongs to, by its key
+    (``pipeline.partitioning``) and :func:`partition_of`; remembers the keys it saw."""
+    homes: dict[str, int] = {}
+    key_text = partitioning.key_text
+
+    if not partitioning.any_hot:
+
+        def home(address: Address) -> int:
+            # murmur2 in pure Python costs microseconds; tenants repeat, so remember them.
+            where = homes.get(address.tenant)
+            if where is None:
+                if len(homes) >= 100_000:
+                    homes.clear()
+                where = homes[address.tenant] = partition_of(address.tenant.encode(), partitions)
+            return where
+
+        return home
+
+    def hot_home(address: Address) -> int:
+        key = key_text(*address)
+        where = homes.get(key)
+        if where is None:
+            if len(homes) >= 100_000:
+                homes.clear()
+            where = homes[key] = partition_of(key.encode(), partitions)
+        return where
+
+    return hot_home
 
 
 def tune_transaction_retries() -> None:

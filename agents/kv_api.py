@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from faust import web
 
 from agents.kafka import partition_of
+from agents.routing import SPREAD, instance_partition, route_to_instance
 from pipeline.address import check_id
 from pipeline.kv import EXPIRE_TIMER, Scope, check_key, check_scope, scope_machine
 from pipeline.record import Record, load_record
@@ -96,6 +97,8 @@ def add_kv_api(app: GarrisonApp, refused: Refused) -> None:
     tenant)`` is the API's token check (a response to refuse with, or None)."""
     state_table = app.tables["state"]
     partitions = app.settings.kafka.partitions
+    address_partition = instance_partition(app.settings)
+    hot = app.settings.partitioning
     scopes = {
         m.scope: m for m in app.registry.machines.values() if isinstance(m, Scope)
     }  # the declared scopes, by name
@@ -137,9 +140,13 @@ def add_kv_api(app: GarrisonApp, refused: Refused) -> None:
     async def kv_scopes(view: web.View, request: web.Request, tenant: str) -> web.Response:
         async def answer() -> web.Response:
             counting = _flag(request.query.get("count"), "count")
+            if tenant in hot.hot_tenants:
+                return error(view, 409, SPREAD)
             now = int(time.time() * 1000)
             out = []
             for name in sorted(scopes):
+                if scope_machine(name) in hot.hot_machines:
+                    continue  # keyed by key: its keys are not all here
                 live = (k for k, rec in keys(tenant, name) if _live(rec, now))
                 if counting:
                     n = sum(1 for _ in live)
@@ -160,6 +167,8 @@ def add_kv_api(app: GarrisonApp, refused: Refused) -> None:
             check_scope(scope)
             if scope not in scopes:
                 return no_scope(view, scope)
+            if hot.is_hot(tenant, scope_machine(scope)):
+                return error(view, 409, SPREAD)
             q = request.query
             limit = _limit(q.get("limit"))
             counting = _flag(q.get("count"), "count")
@@ -203,7 +212,7 @@ def add_kv_api(app: GarrisonApp, refused: Refused) -> None:
         return await guarded(view, request, tenant, answer)
 
     @app.page("/kv/{tenant}/{scope}/{key}")
-    @app.table_route(table=state_table, match_info="tenant")
+    @route_to_instance(app, lambda p: (p["tenant"], scope_machine(p["scope"]), p["key"]))
     async def kv_entry(
         view: web.View, request: web.Request, tenant: str, scope: str, key: str
     ) -> web.Response:
@@ -213,7 +222,7 @@ def add_kv_api(app: GarrisonApp, refused: Refused) -> None:
             if scope not in scopes:
                 return no_scope(view, scope)
             at_least = _min_seq(request.query.get("min_seq"))
-            where = partition_of(tenant.encode(), partitions)
+            where = address_partition(tenant, scope_machine(scope), key)
             stored = encode_key(tenant, scope_machine(scope), key)
 
             def read() -> Record | None:

@@ -37,13 +37,15 @@ from aiokafka import errors as kafka_errors
 from agents.inbox import Inbox
 from agents.kafka import (
     close_producer,
+    home_of,
     is_kafka_failure,
     is_record_refused,
-    partition_of,
     transactional_producer,
 )
+from agents.logs import dead_letter_log
+from agents.metrics import Tally
 from agents.outbox import Outbox
-from pipeline.address import Address
+from agents.tracing import ApplySpans
 from pipeline.decision import Rules, apply_record, dead_letter
 from pipeline.errors import InvalidOutput
 from pipeline.seal import SEAL_KEY_BYTES
@@ -83,6 +85,8 @@ class _Prepared:
     count: int = 0  # records taken
     next_offset: int = -1  # the events offset to commit
     records: list[Any] = field(default_factory=list)  # what it took, for a redo
+    tally: Tally = field(default_factory=dict)  # (verdict, machine, stage[, tenant]) -> n
+    letters: list[tuple[Any, str, str]] = field(default_factory=list)  # (record, stage, why)
 
 
 class Lane:
@@ -106,6 +110,8 @@ class Lane:
         self.offsets_at = float("-inf")  # loop time the group's offsets were last sent
         self.seal_key: bytes | None = None
         self.rules: Rules = dispatcher.rules
+        tracing = dispatcher.tracing
+        self.spans = None if tracing is None else ApplySpans(tracing, partition)
 
     # -- life ---------------------------------------------------------------------------
 
@@ -125,19 +131,11 @@ class Lane:
         self.committed = self.resume = -1 if stored is None else int(stored)
         self.counts[""] = len(await self.producer.partitions_for(d.settings.topics.events))
         self.seal_key = d.state.get(self.partition, SEAL_KEY) or await self._new_seal()
-        count = self.counts[""]
-        homes: dict[str, int] = {}
-
-        def home(address: Address) -> int:
-            # murmur2 in pure Python costs microseconds; tenants repeat, so remember them.
-            where = homes.get(address.tenant)
-            if where is None:
-                if len(homes) >= 100_000:
-                    homes.clear()
-                where = homes[address.tenant] = partition_of(address.tenant.encode(), count)
-            return where
-
-        self.rules = replace(d.rules, partition=self.partition, home=home, seal_key=self.seal_key)
+        home = home_of(d.rules.partitioning, self.counts[""])
+        trace = None if self.spans is None else self.spans.begin
+        self.rules = replace(
+            d.rules, partition=self.partition, home=home, seal_key=self.seal_key, trace=trace
+        )
         self.task = asyncio.create_task(self._run(), name=f"dispatch:{self.partition}")
         self.serving = True
         if not await d.position(self.partition, self.committed, self.generation):
@@ -307,6 +305,8 @@ class Lane:
         load, store, add = batch.load, batch.store, out.add
         views = Reads(batch.scan, batch.state)  # for machines that declare views
         resume = self.resume
+        tally, spans = prepared.tally, self.spans
+        by_tenant = d.metrics is not None and d.metrics.by_tenant
         taken = 0
         for i, rec in enumerate(records):
             if rec.offset < resume:
@@ -317,7 +317,16 @@ class Lane:
                 # here would delay every commit waiting on the loop.
                 await asyncio.sleep(0)
             applied = apply_record(rules, load, rec, views)
-            stats.count(applied.verdict)
+            # Counted per batch in a plain dict, added to the metrics once it commits.
+            a, verdict = applied.address, applied.verdict
+            key: tuple[str, ...] = (verdict, "" if a is None else a.machine, applied.stage)
+            if by_tenant:
+                key += ("" if a is None else a.tenant,)
+            tally[key] = tally.get(key, 0) + 1
+            if verdict == "rejected":
+                prepared.letters.append((rec, applied.stage, applied.reason))
+            if spans is not None:
+                spans.end(applied, rec)
             if applied.outcome is not None:
                 assert applied.address is not None
                 store(applied.address, applied.outcome, applied.stored, applied.change)
@@ -369,7 +378,8 @@ class Lane:
             prepared.out.add(o.topic, o.key, o.value, o.headers, partition=o.partition)
         prepared.records.append(rec)
         prepared.count, prepared.next_offset = 1, rec.offset + 1
-        self.d.stats.count("rejected")
+        prepared.tally[("rejected", "", letter.stage)] = 1
+        prepared.letters.append((rec, letter.stage, letter.reason))
         return prepared
 
     async def _replace_producer(self) -> None:
@@ -387,6 +397,7 @@ class Lane:
             out.add(d.state.changelog_topic, key, value, partition=self.partition)
         for key, value in prepared.batch.timer_writes.items():
             out.add(d.timers.changelog_topic, key, value, partition=self.partition)
+        started = asyncio.get_running_loop().time()
         async with asyncio.timeout(_COMMIT_TIMEOUT_S):
             # Not `async with producer.transaction()`: its abort on the way out can wait
             # for ever on a broker that is gone. A failed producer is replaced instead,
@@ -423,3 +434,9 @@ class Lane:
             if last is not None:
                 store.set_changelog_offset(self.partition, last)
         d.stats.batches += 1
+        d.stats.add(prepared.tally)
+        if d.metrics is not None:
+            took = asyncio.get_running_loop().time() - started
+            d.metrics.committed(prepared.tally, len(prepared.records), took)
+        if prepared.letters:
+            dead_letter_log.committed(self.partition, prepared.letters)

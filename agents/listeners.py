@@ -29,8 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 
 from agents.kafka import kafka_options
+from agents.logs import dead_letter_log
+from agents.metrics import ListenerMetrics
+from agents.tracing import Tracing, header_context
 from pipeline.deadletter import DeadLetter
 from pipeline.envelope import encode_event, new_event
 from pipeline.ids import listener_send_id
@@ -65,12 +70,19 @@ class ListenerRunner:
     """Runs a registry's listeners over the state-change stream until stopped."""
 
     def __init__(
-        self, settings: Settings, registry: Registry, *, group_id: str | None = None
+        self,
+        settings: Settings,
+        registry: Registry,
+        *,
+        group_id: str | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.group_id = group_id or f"{settings.app}.listeners"
         self.stats = ListenerStats()
+        self.metrics = ListenerMetrics()  # served by agents.listener_api
+        self.tracing = tracing  # None: off (agents.tracing)
         self._stop = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
         self.ready = asyncio.Event()  # every listener's consumer has joined its group
@@ -128,6 +140,7 @@ class ListenerRunner:
             self._joined += 1
             if self._joined == len(self.registry.listeners):
                 self.ready.set()
+                self.metrics.ready.set(1)
             while not self._stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200, max_records=100)
                 for tp, records in batch.items():
@@ -155,6 +168,7 @@ class ListenerRunner:
             await self._dead(tp, rec, f"not a state change: {exc}", lst.name, exc)
             return
         self.stats.seen[lst.name] = self.stats.seen.get(lst.name, 0) + 1
+        self.metrics.changes.labels(lst.name).inc()
         try:
             if not lst.matches(change):
                 return
@@ -188,7 +202,32 @@ class ListenerRunner:
         self, lst: Listener, tp: TopicPartition, rec: Any, change: StateChange
     ) -> None:
         config = self._config(change)
+        parent, state = header_context(rec.headers)  # the change's trace context
+        started = time.monotonic()
+        try:
+            if self.tracing is None:
+                await self._attempts(lst, tp, rec, change, config, parent, state)
+            else:
+                attributes = {"garrison.listener": lst.name, "garrison.seq": change.seq}
+                with self.tracing.span(
+                    f"garrison.listener {lst.name}", parent, state, attributes=attributes
+                ) as (parent, state):
+                    await self._attempts(lst, tp, rec, change, config, parent, state)
+        finally:
+            self.metrics.seconds.labels(lst.name).observe(time.monotonic() - started)
+
+    async def _attempts(
+        self,
+        lst: Listener,
+        tp: TopicPartition,
+        rec: Any,
+        change: StateChange,
+        config: Any,
+        traceparent: str | None,
+        tracestate: str | None,
+    ) -> None:
         counter = iter(range(1_000_000))  # ids of this run's sends; reset per attempt
+        key = self.settings.partitioning.key
 
         async def send(
             machine: str, instance: str, type: str, data: Any = None, *, id: str | None = None
@@ -202,12 +241,15 @@ class ListenerRunner:
                 id=id or listener_send_id(change.event_id, lst.name, next(counter)),
                 time_ms=int(time.time() * 1000),
                 source=f"garrison.listener/{lst.name}",
-            )
+            )._replace(traceparent=traceparent, tracestate=tracestate)
             assert self._producer is not None
             await self._producer.send_and_wait(
-                self.settings.topics.events, encode_event(event), key=event.tenant.encode()
+                self.settings.topics.events,
+                encode_event(event),
+                key=key(event.tenant, event.machine, event.instance),
             )
             self.stats.sent += 1
+            self.metrics.sent.labels(lst.name).inc()
             return event.id
 
         error: BaseException | None = None
@@ -218,13 +260,16 @@ class ListenerRunner:
                     change, ListenerContext(self.registry.services, config, send, attempt)
                 )
                 self.stats.runs[lst.name] = self.stats.runs.get(lst.name, 0) + 1
+                self.metrics.runs.labels(lst.name).inc()
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - user code: retry, then dead-letter
                 error = exc
                 self.stats.failures[lst.name] = self.stats.failures.get(lst.name, 0) + 1
+                self.metrics.failures.labels(lst.name).inc()
                 if attempt < lst.retries:
+                    self.metrics.retries.labels(lst.name).inc()
                     await asyncio.sleep(lst.backoff_s * (2**attempt))
         await self._dead(
             tp,
@@ -268,7 +313,10 @@ class ListenerRunner:
             self.settings.topics.dlq, letter.value, key=letter.key, headers=letter.headers()
         )
         self.stats.dead_letters += 1
-        log.warning("dead letter from listener %s: %s", listener, reason)
+        self.metrics.dead_letters.labels(listener).inc()
+        dead_letter_log.listener(listener, reason)
+        if self.tracing is not None:  # the listener's span, current here, failed
+            trace.get_current_span().set_status(Status(StatusCode.ERROR, reason))
 
 
 async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:

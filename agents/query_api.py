@@ -5,9 +5,10 @@ store (``pipeline.query``): the parameters are the query string (a key given twi
 list), validated against the query's ``params`` model. The answer is
 ``{tenant, machine, instance, query, seq, version, result}``; 400 when the parameters do
 not fit (with what to fix), 404 for no such instance, machine or query, 500 when the
-query itself fails. Like every read, it is served by the worker that owns the tenant
-(Faust's table router forwards it there) and needs the tenant's token when tokens are
-configured (:func:`agents.api.authorize`). Nothing is written: a query only reads.
+query itself fails. Like every read, it is served by the worker that owns the
+instance's partition (``agents.routing`` forwards it there) and needs the tenant's
+token when tokens are configured (:func:`agents.api.authorize`). Nothing is written: a
+query only reads.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from faust import web
 
 from agents.api import authorize
-from agents.kafka import partition_of
+from agents.routing import instance_partition, route_to_instance
 from pipeline.address import check_id
 from pipeline.errors import InvalidAddress
 from pipeline.query import QueryError, answer, computed_of
@@ -48,14 +49,14 @@ def with_computed(
 
 def add_query_api(app: GarrisonApp) -> None:
     """Register the query route on ``app``'s web server."""
-    state_table = app.tables["state"]
     settings = app.settings
+    address_partition = instance_partition(settings)
 
     def error(view: web.View, status: int, message: str) -> web.Response:
         return view.json({"error": message}, status=status)
 
     @app.page("/state/{tenant}/{machine}/{instance}/query/{name}")
-    @app.table_route(table=state_table, match_info="tenant")
+    @route_to_instance(app)
     async def get_query(
         view: web.View, request: web.Request, tenant: str, machine: str, instance: str, name: str
     ) -> web.Response:
@@ -75,8 +76,7 @@ def add_query_api(app: GarrisonApp) -> None:
         for k in query:
             values = query.getall(k)
             params[k] = values[0] if len(values) == 1 else list(values)
-        partition = partition_of(tenant.encode(), settings.kafka.partitions)
-        raw = app.state_store.get(partition, key)
+        raw = app.state_store.get(address_partition(tenant, machine, instance), key)
         rec = None if raw is None else load_record(raw)
         if rec is None or rec.state is None:  # never was, or ended (a tombstone)
             return error(view, 404, f"no instance {tenant}/{machine}/{instance}")

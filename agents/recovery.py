@@ -17,7 +17,6 @@ changelog, and the worker says so.
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING, Any, cast
 
 from faust.tables.manager import TableManager
@@ -25,6 +24,7 @@ from faust.tables.recovery import Recovery
 from faust.types import TP
 
 from agents.kafka import kafka_options
+from agents.logs import RestoreProgress
 from tables.changelog import last_data_offsets, restore
 from tables.store import PartitionStore
 
@@ -75,14 +75,15 @@ async def _restore(
         if end >= 0:
             ranges[(topic, partition)] = (0 if done is None else done + 1, end)
 
+    progress = RestoreProgress(ranges, app.dispatcher.metrics)
+
     def write(topic: str, partition: int, writes: dict[bytes, bytes | None], last: int) -> None:
         stores[topic].write(partition, writes)
         stores[topic].set_changelog_offset(partition, last)
+        progress.wrote(topic, partition, last)
 
-    started = time.monotonic()
     count = await restore(options, ranges, write)
-    if count:
-        log.info("restored %d changelog records in %.1f s", count, time.monotonic() - started)
+    progress.finished(count)
     return count
 
 

@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from opentelemetry.trace import SpanKind
 
 from agents.kafka import kafka_options
 from agents.topics import ensure_topics
+from agents.tracing import Tracing, setup_tracing
 from pipeline.contract import ServiceError, error_event_type
 from pipeline.envelope import Event, decode_event, encode_event
 from pipeline.errors import InvalidEvent
@@ -57,8 +59,9 @@ class Service:
 
 def reply_to(command: Event, type: str, data: Any, *, source: str) -> Event:
     """The answer to ``command``: same tenant, machine and instance, ``parentid`` = its
-    id, an id derived from its id (so a redelivered answer is a duplicate) and the
-    current time (services are at the edge; they may read the clock)."""
+    id, an id derived from its id (so a redelivered answer is a duplicate), the
+    current time (services are at the edge; they may read the clock) and the command's
+    trace context (the service's span's, when tracing: see :func:`serve`)."""
     return Event(
         reply_id(command.id),
         type,
@@ -69,6 +72,9 @@ def reply_to(command: Event, type: str, data: Any, *, source: str) -> Event:
         int(time.time() * 1000),
         data,
         command.id,
+        None,
+        command.traceparent,
+        command.tracestate,
     )
 
 
@@ -97,10 +103,14 @@ async def serve(
     *,
     ready: asyncio.Event | None = None,
     from_start: bool = True,
+    tracing: Tracing | None = None,
 ) -> None:
     """Run ``service`` until cancelled. ``ready`` is set once the consumer owns its
     partitions and knows where it starts reading (``from_start=False``: only commands
-    sent after that point)."""
+    sent after that point). With ``tracing``, each command is handled in a span
+    ``garrison.service <name>``, child of the command's context, which the reply
+    carries on. Replies are keyed as the app's producers key (``GARRISON_HOT_*``)."""
+    key = settings.partitioning.key
     opts = kafka_options(settings.kafka)
     consumer = AIOKafkaConsumer(
         service.topic,
@@ -130,13 +140,24 @@ async def serve(
                     except InvalidEvent as exc:
                         log.warning("%s: skipping a bad command: %s", service.name, exc)
                         continue
-                    answer = await _answer(service, command)
+                    if tracing is None:
+                        answer = await _answer(service, command)
+                    else:
+                        with tracing.span(
+                            f"garrison.service {service.name}",
+                            command.traceparent,
+                            command.tracestate,
+                            kind=SpanKind.SERVER,
+                            attributes={"cloudevents.event_type": command.type},
+                        ) as (parent, state):
+                            traced = command._replace(traceparent=parent, tracestate=state)
+                            answer = await _answer(service, traced)
                     if answer is not None:
                         sends.append(
                             await producer.send(
                                 settings.topics.events,
                                 encode_event(answer),
-                                key=answer.tenant.encode(),
+                                key=key(answer.tenant, answer.machine, answer.instance),
                             )
                         )
             if sends:
@@ -149,7 +170,13 @@ async def serve(
 
 
 async def serve_all(services: Iterable[Service], settings: Settings) -> None:
-    """Create the services' topics and run them all until cancelled."""
+    """Create the services' topics and run them all until cancelled (traced when
+    ``GARRISON_TRACING_ENABLED``)."""
     services = list(services)
     await ensure_topics(settings, [s.topic for s in services])
-    await asyncio.gather(*(serve(s, settings) for s in services))
+    tracing = setup_tracing(settings, "service")
+    try:
+        await asyncio.gather(*(serve(s, settings, tracing=tracing) for s in services))
+    finally:
+        if tracing is not None:
+            tracing.shutdown()

@@ -10,7 +10,9 @@ import faust
 
 from agents.app import create_app
 from agents.kafka import tune_transaction_retries
+from agents.logs import use_format
 from agents.topics import ensure_topics
+from agents.tracing import setup_tracing
 from pipeline.registry import Registry
 from pipeline.settings import Settings
 
@@ -24,6 +26,7 @@ class _Worker(faust.Worker):
         # LogRecord (measured: about a sixth of a busy worker's CPU). No spinner.
         self.spinner = None
         super().on_setup_root_logger(logger, level)
+        use_format(logger, self.app.settings.log_format)  # type: ignore[attr-defined]
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
@@ -51,11 +54,16 @@ def run_worker(settings: Settings, registry: Registry) -> int:
     tune_transaction_retries()
     asyncio.run(ensure_topics(settings, registry.service_topics))
     app = create_app(settings, registry)
+    app.dispatcher.tracing = tracing = setup_tracing(settings, "worker")
 
     def crash() -> None:
         asyncio.ensure_future(app.crash(RuntimeError("dispatch failed; see the log")))
 
     app.dispatcher.on_failure = crash
     worker = _Worker(app, loglevel=settings.log_level, quiet=True)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        if tracing is not None:
+            tracing.shutdown()  # export the last spans
     return 0

@@ -43,6 +43,8 @@ MODULES: list[str] = [
     "bench.replay",
     "bench.kv",
     "bench.views",
+    "bench.observe",
+    "bench.hot",
     "bench.failover",
     "bench.peer",
     "bench.partition",

@@ -33,7 +33,8 @@ async def send_and_wait(
 ) -> Seen:
     """Send one event and return the state its change published."""
     event_id = uuid.uuid4().hex
-    async with ChangeFollower(settings, tenant) as follower:  # the position comes first
+    # The position comes first: the change cannot be published before it.
+    async with ChangeFollower(settings, tenant, machine, instance) as follower:
         await client.send(tenant, machine, instance, type, data, id=event_id)
         prefix = change_prefix(tenant, machine, instance)
         async for change in follower.changes(timeout, prefix=prefix):

@@ -130,10 +130,15 @@ def worker(app: str) -> int:
 @cli.command(help="Run APP's listeners on the state-change topic.")
 @click.argument("app")
 def listen(app: str) -> int:
+    from agents.listener_api import serve_listeners
     from agents.listeners import ListenerRunner
+    from agents.logs import setup_logging
+    from agents.tracing import setup_tracing
 
     settings = load_settings()
-    runner = ListenerRunner(settings, load_registry(app))
+    setup_logging(settings)
+    tracing = setup_tracing(settings, "listener")
+    runner = ListenerRunner(settings, load_registry(app), tracing=tracing)
 
     async def go() -> None:
         from agents.topics import require_topics
@@ -144,7 +149,7 @@ def listen(app: str) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.stop)
-        await runner.run()
+        await serve_listeners(runner)  # with /metrics, /health, /ready (agents.listener_api)
 
     asyncio.run(go())
     return 0

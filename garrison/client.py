@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaProducer
 
 from agents.kafka import kafka_options
 from agents.topics import require_topics
+from agents.tracing import sending_tracer
 from garrison.correlator import Correlator
 from garrison.kv_client import StateClient
 from pipeline.answer import REPLY_WANTED, Answer
@@ -79,7 +80,11 @@ def make_event(
 
 
 class Client:
-    """Sends events to ``<app>.events``, keyed by tenant; idempotent producer.
+    """Sends events to ``<app>.events``, keyed by tenant (by ``tenant/instance`` for hot
+    tenants and machines, ``GARRISON_HOT_*``, as the workers expect); idempotent
+    producer. With ``GARRISON_TRACING_ENABLED``, each send is a ``garrison.send`` span,
+    child of the caller's current span, whose context the event carries (through the
+    process's global tracer provider, which the application sets up).
 
     ``url`` and ``token`` are for the key-value reads (``client.state.get``): a worker's
     HTTP API (default: this machine's worker as ``settings.web`` describes it) and the
@@ -102,6 +107,8 @@ class Client:
         self._starting: asyncio.Task[Correlator] | None = None
         self.state = StateClient(self, settings, url=url, token=token)
         """Key-value state: ``set``, ``get``, ``update``, ``delete``, ``list``, ``scopes``."""
+        self._key = settings.partitioning.key
+        self._tracer = sending_tracer(settings)
 
     async def start(self) -> None:
         """Connect the producer, once the broker answers and the app's events topic
@@ -170,10 +177,12 @@ class Client:
         """Send a prepared event (to ``topic``, default the events topic)."""
         if self._producer is None:
             raise RuntimeError("Client is not started; use `async with Client(settings)`")
+        if self._tracer is not None and event.traceparent is None:
+            event = self._tracer.carried(event)
         future = await self._producer.send(
             topic or self._settings.topics.events,
             encode_event(event),
-            key=event.tenant.encode(),
+            key=self._key(event.tenant, event.machine, event.instance),
             headers=list(headers) if headers else None,
         )
         if wait:

@@ -108,10 +108,11 @@ async def replay(
     all_parts = await topic_partitions(options, topics.events)
     if not all_parts:
         raise GarrisonError(f"no topic {topics.events}: is {settings.app!r} the app's name?")
+    tenant = opts.only.tenant
     parts = (
-        [partition_of(opts.only.tenant.encode(), len(all_parts))]
-        if opts.only.tenant is not None
-        else all_parts
+        [partition_of(tenant.encode(), len(all_parts))]
+        if tenant is not None and not settings.partitioning.spread(tenant)
+        else all_parts  # a hot tenant's (or hot machine's) instances are everywhere
     )
     where = await bounds(
         options,

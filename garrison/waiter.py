@@ -2,8 +2,9 @@
 
 :func:`wait_for` returns the first state of an instance for which a condition holds:
 
-1. it takes its position in ``<app>.state-changes`` (the tenant's partition, the last
-   committed offset, read_committed) *before* anything else;
+1. it takes its position in ``<app>.state-changes`` (the instance's partition: its
+   tenant's, or its own for a hot one; the last committed offset, read_committed)
+   *before* anything else;
 2. it reads the instance over HTTP (any worker): if the condition holds already, that
    state is the answer, at once;
 3. else it follows the changes from that position, evaluating the condition on each
@@ -63,15 +64,17 @@ class Seen(NamedTuple):
 
 
 class ChangeFollower:
-    """Follows the state changes of one tenant's partition from the position taken when
-    it starts (``async with``): what was committed after that, read_committed."""
+    """Follows the state changes of the partition an instance's changes go to (its
+    tenant's; its own key's for a hot tenant or machine, ``pipeline.partitioning``) from
+    the position taken when it starts (``async with``): what was committed after that,
+    read_committed."""
 
-    def __init__(self, settings: Settings, tenant: str) -> None:
+    def __init__(self, settings: Settings, tenant: str, machine: str, instance: str) -> None:
         self._settings = settings
         self.tenant = tenant
+        key = settings.partitioning.key(tenant, machine, instance)
         self._tp = TopicPartition(
-            settings.topics.state_changes,
-            partition_of(tenant.encode(), settings.kafka.partitions),
+            settings.topics.state_changes, partition_of(key, settings.kafka.partitions)
         )
         self._consumer: AIOKafkaConsumer | None = None
         self.position = -1
@@ -139,7 +142,7 @@ async def wait_for(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     last: int | None = None  # the seq seen last (None: unknown)
-    async with ChangeFollower(settings, tenant) as follower:
+    async with ChangeFollower(settings, tenant, machine, instance) as follower:
         read = await fetch_state(settings, tenant, machine, instance, url=url, token=token)
         if read is not None:
             last = read["seq"]

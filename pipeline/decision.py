@@ -29,10 +29,11 @@ from typing import Literal, NamedTuple, Protocol
 from pipeline.address import Address
 from pipeline.answer import duplicate_reply, wants_reply
 from pipeline.deadletter import DeadLetter, Headers
-from pipeline.envelope import decode_event, encode_event
+from pipeline.envelope import Event, decode_event, encode_event
 from pipeline.errors import ForgedEvent, InvalidOutput, Rejected
 from pipeline.latest import latest_key, latest_value
 from pipeline.outcome import Outcome
+from pipeline.partitioning import NOT_HOT, Partitioning
 from pipeline.record import Record, dump_record
 from pipeline.registry import Registry
 from pipeline.seal import is_sealed
@@ -49,6 +50,7 @@ __all__ = [
     "Verdict",
     "apply_record",
     "dead_letter",
+    "trace_headers",
 ]
 
 Verdict = Literal[
@@ -116,7 +118,11 @@ class Rules:
     own timer firings (``pipeline.seal``; None: no firing is accepted); ``service_topics``
     are the topics machines declared they emit to; ``max_record_bytes`` bounds every
     record produced (the broker refuses larger ones, and a refusal must not stop the
-    partition).
+    partition). ``partitioning`` gives each address its Kafka key (the tenant, or
+    ``tenant/instance`` for hot ones: ``pipeline.partitioning``). ``trace`` (None:
+    tracing is off) is called with each event about to be applied and returns it with
+    the trace context its outputs carry on (``agents.tracing`` starts the apply span
+    there); without it they carry the event's own ``traceparent``, as data.
     """
 
     registry: Registry
@@ -131,6 +137,8 @@ class Rules:
     # Replay only: it has no seal keys, so it takes the log's firings as garrison's own
     # and learns from the dead-letter topic which ones the pipeline refused.
     trust_firings: bool = False
+    partitioning: Partitioning = NOT_HOT
+    trace: Callable[[Event], Event] | None = None
 
 
 _RESERVED = "garrison."
@@ -163,9 +171,12 @@ def apply_record(rules: Rules, load: Loader, rec: Consumed, views: Reads | None 
     if home is not None and (where := home(address)) != rules.partition:
         # Not its tenant's partition (a client with another partitioner, no key, a
         # wrong key): never applied here; the tenant's partition gets it as it came.
-        out = Output(rules.topics.events, event.tenant.encode(), rec.value, rec.headers, where)
+        key = rules.partitioning.key(*address)
+        out = Output(rules.topics.events, key, rec.value, rec.headers, where)
         return Applied("forwarded", address, outputs=(out,))
     current = load(address)
+    if rules.trace is not None:
+        event = rules.trace(event)
     outcome = step(
         rules.registry,
         current,
@@ -178,7 +189,7 @@ def apply_record(rules: Rules, load: Loader, rec: Consumed, views: Reads | None 
     verdict = outcome.status
     if verdict == "rejected":
         assert outcome.rejection is not None
-        return dead_letter(rules, rec, outcome.rejection)
+        return dead_letter(rules, rec, outcome.rejection)._replace(address=address)
     if verdict == "duplicate" or verdict == "stale":
         if verdict == "duplicate" and wants_reply(rec.headers):
             # A sender waits (pipeline.answer): a duplicate publishes nothing else.
@@ -188,19 +199,33 @@ def apply_record(rules: Rules, load: Loader, rec: Consumed, views: Reads | None 
             return Applied(verdict, address, outputs=(reply,), reason=outcome.reason)
         return Applied(verdict, address, reason=outcome.reason)
     try:
-        stored, change, outputs = _outputs(rules, address, outcome)
+        stored, change, outputs = _outputs(rules, address, outcome, event)
     except Rejected as exc:
-        return dead_letter(rules, rec, exc)
+        return dead_letter(rules, rec, exc)._replace(address=address)
     return Applied(verdict, address, outcome, stored, outputs, change=change)
 
 
+def trace_headers(traceparent: str | None, tracestate: str | None) -> Headers:
+    """The W3C trace context as Kafka record headers (``traceparent``, ``tracestate``),
+    as a state change carries it: its consumers may ignore them unread."""
+    if traceparent is None:
+        return ()
+    if tracestate is None:
+        return (("traceparent", traceparent.encode()),)
+    return (("traceparent", traceparent.encode()), ("tracestate", tracestate.encode()))
+
+
 def _outputs(
-    rules: Rules, address: Address, outcome: Outcome
+    rules: Rules, address: Address, outcome: Outcome, event: Event
 ) -> tuple[bytes | None, bytes | None, tuple[Output, ...]]:
     """The record's bytes, the state change's bytes and the records to produce, each
     checked: serialised here, so what cannot be produced (not JSON, too large, an
     undeclared topic) is this event's dead letter, not the lane's failure later."""
-    tenant_key = address.tenant.encode()
+    part = rules.partitioning
+    if part.hot_tenants or part.hot_machines:
+        tenant_key = part.key(*address)
+    else:
+        tenant_key = address.tenant.encode()
     topics, limit = rules.topics, rules.max_record_bytes
     outputs = []
     change = None
@@ -208,7 +233,11 @@ def _outputs(
         stored = None if outcome.record is None else dump_record(outcome.record)
         if outcome.change is not None:
             change = outcome.change.to_json()
-            outputs.append(Output(topics.state_changes, tenant_key, change))
+            # The trace context rides in headers, not in the change's JSON: consumers
+            # that do not trace ignore it, and the change stays what replay compares.
+            tp = event.traceparent
+            headers = () if tp is None else trace_headers(tp, event.tracestate)
+            outputs.append(Output(topics.state_changes, tenant_key, change, headers))
             if topics.latest is not None:  # the compacted latest-state topic, if enabled
                 key = latest_key(*address)
                 outputs.append(Output(topics.latest, key, latest_value(outcome.change)))
@@ -223,8 +252,9 @@ def _outputs(
                 )
             target = Address(sent.event.tenant, sent.event.machine, sent.event.instance)
             where = None if sent.topic is not None or rules.home is None else rules.home(target)
+            key = part.key(*target) if part.hot_tenants or part.hot_machines else tenant_key
             outputs.append(
-                Output(sent.topic or topics.events, tenant_key, encode_event(sent.event), (), where)
+                Output(sent.topic or topics.events, key, encode_event(sent.event), (), where)
             )
     except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
         raise InvalidOutput(

@@ -8,23 +8,37 @@ reads the environment anywhere else.
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from pipeline.address import check_id
 from pipeline.errors import GarrisonError
+from pipeline.partitioning import Partitioning
 
 __all__ = [
     "HistorySettings",
+    "HotSettings",
     "InvalidSettings",
     "KafkaSettings",
+    "MetricsSettings",
     "RetentionSettings",
     "RocksDBSettings",
     "Settings",
     "Topics",
+    "TracingSettings",
     "WebSettings",
     "load_settings",
 ]
@@ -88,6 +102,13 @@ class WebSettings(BaseModel):
         "address, or this machine's hostname when binding every address",
     )
     port: int = Field(default=6066, ge=0, le=65535)
+    listener_port: int = Field(
+        default=6067,
+        ge=0,
+        le=65535,
+        description="the port of `garrison listen`'s server (/metrics, /health, /ready); "
+        "its own default, so a worker and a listener run side by side on one machine",
+    )
     tokens: dict[str, SecretStr] = Field(
         default_factory=dict,
         description="tenant id -> bearer token that may read that tenant's data "
@@ -130,6 +151,77 @@ class HistorySettings(BaseModel):
         "read from a time starts this much earlier on the topic, whose records are stamped "
         "when they are produced",
     )
+
+
+def _names(value: Any) -> Any:
+    """``a,b`` or a JSON list (``["a","b"]``): a set of names."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+def _ids(names: frozenset[str]) -> frozenset[str]:
+    for name in names:
+        check_id("hot tenant or machine", name)
+    return names
+
+
+Names = Annotated[frozenset[str], NoDecode, BeforeValidator(_names), AfterValidator(_ids)]
+
+
+class MetricsSettings(BaseModel):
+    """Prometheus metrics at ``/metrics`` of workers and listeners (``GARRISON_METRICS_*``;
+    see docs/operations.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    tenant_label: bool = Field(
+        default=False,
+        description="also label the applied and dead-letter counters by tenant: one time "
+        "series per tenant and machine, so only for a few tenants",
+    )
+
+
+class TracingSettings(BaseModel):
+    """OpenTelemetry traces (``GARRISON_TRACING_*``): off unless enabled; the SDK is the
+    ``garrison[tracing]`` extra."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = False
+    exporter: Literal["otlp", "console", "file", "none"] = Field(
+        default="otlp",
+        description="where spans go: otlp (opentelemetry-exporter-otlp, configured by the "
+        "standard OTEL_EXPORTER_OTLP_* variables), console, file (JSON lines at "
+        "GARRISON_TRACING_FILE), or none (a tracer provider the app set up itself)",
+    )
+    file: Path | None = Field(default=None, description="for exporter=file: the JSON lines file")
+    service_name: str | None = Field(
+        default=None, description="the service.name resource; default garrison-<role>"
+    )
+    sample_ratio: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="share of the events without a trace context that start a trace; "
+        "events with one follow their parent's sampling decision",
+    )
+
+
+class HotSettings(BaseModel):
+    """Hot tenants and machines, keyed by tenant and instance (``GARRISON_HOT_TENANTS``,
+    ``GARRISON_HOT_MACHINES``: comma-separated names or a JSON list; see
+    ``pipeline.partitioning``). Every producer, worker and listener of an app must use
+    the same."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tenants: Names = frozenset()
+    machines: Names = frozenset()
 
 
 def _broker_default(value: Any) -> Any:
@@ -213,6 +305,12 @@ class Settings(BaseSettings):
         "would produce a larger one is dead-lettered (the broker's default limit is "
         "1,048,588 bytes per record batch)",
     )
+    fetch_max_records: int | None = Field(
+        default=None,
+        ge=1,
+        description="records the worker's consumer takes from the broker per fetch, for "
+        "all its partitions (Kafka's max.poll.records); default: GARRISON_BATCH_SIZE",
+    )
     batch_wait_ms: int = Field(
         default=5,
         ge=0,
@@ -271,7 +369,13 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     history: HistorySettings = HistorySettings()
     retention: RetentionSettings = RetentionSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    tracing: TracingSettings = TracingSettings()
+    hot: HotSettings = HotSettings()
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per log line (python-json-logger)"
+    )
 
     @property
     def tombstone_ms(self) -> int:
@@ -291,6 +395,11 @@ class Settings(BaseSettings):
             return self.worker_id
         folder = str(self.data_dir.resolve()).encode()
         return f"{socket.gethostname()}-{hashlib.sha256(folder).hexdigest()[:10]}"
+
+    @property
+    def partitioning(self) -> Partitioning:
+        """The app's hot-tenant keying rules (``GARRISON_HOT_*``)."""
+        return Partitioning(self.hot.tenants, self.hot.machines)
 
     @property
     def topics(self) -> Topics:

@@ -310,6 +310,10 @@ def _effects(
                 time_ms=event.time_ms,
                 data=effect.data,
                 parentid=event.id,
+                # Inherit from the event (arvo's term): what an event causes carries its
+                # trace context on, as data, so one trace shows the whole path.
+                traceparent=event.traceparent,
+                tracestate=event.tracestate,
             )
             out.append(Outgoing(emitted, effect.topic))
         elif isinstance(effect, SetTimer):
