@@ -17,13 +17,11 @@ whether it exists.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 from typing import TYPE_CHECKING, Any
 
 from faust import web
 
+from agents.http import error, next_cursor, page_cursor, page_limit, refusal
 from agents.kafka import partition_of
 from agents.kv_api import add_kv_api
 from agents.routing import SPREAD, instance_partition, route_to_instance
@@ -36,9 +34,7 @@ from tables.keys import decode_key, encode_key, tenant_prefix
 if TYPE_CHECKING:
     from agents.app import GarrisonApp
 
-__all__ = ["MAX_LIMIT", "add_api", "authorize", "faust_web_options"]
-
-MAX_LIMIT = 1000
+__all__ = ["add_api", "faust_web_options"]
 
 
 def faust_web_options(web_settings: WebSettings) -> dict[str, Any]:
@@ -62,53 +58,6 @@ def faust_web_options(web_settings: WebSettings) -> dict[str, Any]:
     return options
 
 
-def authorize(settings: WebSettings, header: str | None, tenant: str) -> int | None:
-    """None if a request with this ``Authorization`` header may read ``tenant``'s data,
-    else the status to refuse it with (401: no or unknown token; 403: another tenant's)."""
-    if not settings.guarded:
-        return None
-    if not header or not header.startswith("Bearer "):
-        return 401
-    given = header[len("Bearer ") :].encode()
-    operator = settings.operator_token
-    if operator is not None and hmac.compare_digest(given, operator.get_secret_value().encode()):
-        return None
-    known = False
-    for owner, token in settings.tokens.items():
-        if hmac.compare_digest(given, token.get_secret_value().encode()):
-            if owner == tenant:
-                return None
-            known = True
-    return 403 if known else 401
-
-
-def _error(view: web.View, status: int, message: str) -> web.Response:
-    return view.json({"error": message}, status=status)
-
-
-_REFUSED = {401: "a bearer token is needed (Authorization: Bearer <token>)", 403: "forbidden"}
-
-
-def _limit(raw: str | None) -> int:
-    if raw is None:
-        return 100
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ValueError(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {raw!r}")
-    return int(raw)
-
-
-def _cursor(raw: str | None, prefix: bytes) -> bytes | None:
-    if raw is None:
-        return None
-    try:
-        key = base64.urlsafe_b64decode(raw.encode() + b"=" * (-len(raw) % 4))
-    except (binascii.Error, ValueError):
-        key = b""
-    if not key.startswith(prefix):
-        raise ValueError("cursor is not one this listing returned; start without it")
-    return key
-
-
 def add_api(app: GarrisonApp) -> None:
     """Register the routes on ``app``'s web server."""
     state_table = app.tables["state"]
@@ -122,12 +71,11 @@ def add_api(app: GarrisonApp) -> None:
     hot = app.settings.partitioning
 
     def refused(view: web.View, request: web.Request, tenant: str) -> web.Response | None:
-        status = authorize(web_settings, request.headers.get("Authorization"), tenant)
-        return None if status is None else _error(view, status, _REFUSED[status])
+        return refusal(view, web_settings, request, tenant)
 
     @app.page("/")
     async def index(view: web.View, request: web.Request) -> web.Response:
-        return _error(view, 404, "not found; see /state/{tenant}, /health and /ready")
+        return error(view, 404, "not found; see /state/{tenant}, /health and /ready")
 
     @app.page("/health")
     async def health(view: web.View, request: web.Request) -> web.Response:
@@ -162,11 +110,11 @@ def add_api(app: GarrisonApp) -> None:
                 check_id("instance", instance),
             )
         except InvalidAddress as exc:
-            return _error(view, 400, str(exc))
+            return error(view, 400, str(exc))
         raw = app.state_store.get(address_partition(tenant, machine, instance), key)
         rec = None if raw is None else load_record(raw)
         if rec is None or rec.state is None:  # never was, or ended (a tombstone)
-            return _error(view, 404, f"no instance {tenant}/{machine}/{instance}")
+            return error(view, 404, f"no instance {tenant}/{machine}/{instance}")
         body = {
             "tenant": tenant,
             "machine": machine,
@@ -189,13 +137,13 @@ def add_api(app: GarrisonApp) -> None:
             check_id("tenant", tenant)
             if machine is not None:
                 check_id("machine", machine)
-            limit = _limit(request.query.get("limit"))
+            limit = page_limit(request.query.get("limit"))
             prefix = tenant_prefix(tenant, machine)
-            after = _cursor(request.query.get("cursor"), prefix)
+            after = page_cursor(request.query.get("cursor"), prefix)
         except ValueError as exc:  # InvalidAddress is a ValueError
-            return _error(view, 400, str(exc))
+            return error(view, 400, str(exc))
         if tenant in hot.hot_tenants or (machine is not None and machine in hot.hot_machines):
-            return _error(view, 409, SPREAD)
+            return error(view, 409, SPREAD)
         out: list[dict[str, Any]] = []
         last = None
         start = prefix if after is None else after + b"\x00"  # the first key after it
@@ -215,10 +163,9 @@ def add_api(app: GarrisonApp) -> None:
             last = key
         else:
             last = None  # the scan ended: no further page
-        following = None if last is None else base64.urlsafe_b64encode(last).decode().rstrip("=")
-        return view.json({"tenant": tenant, "instances": out, "next": following})
+        return view.json({"tenant": tenant, "instances": out, "next": next_cursor(last)})
 
-    from agents.history_api import add_history_api  # it imports authorize from here
+    from agents.history_api import add_history_api
     from agents.query_api import add_query_api, with_computed
 
     add_history_api(app)

@@ -12,7 +12,7 @@ and filtered, from a time's offset when the read has one (``read`` in the answer
 how many changes came from where, ``scanned`` how many topic records were read). Like
 every read, it is served by the worker that owns the tenant (Faust's table router
 forwards it there) and needs the tenant's token when tokens are configured
-(:func:`agents.api.authorize`).
+(:func:`agents.http.authorize`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from faust import web
 
-from agents.api import authorize
 from agents.changes import partition_records
+from agents.http import error, refusal
 from agents.kafka import kafka_options
 from agents.routing import instance_partition, route_to_instance
 from pipeline.address import check_id
@@ -48,8 +48,6 @@ if TYPE_CHECKING:
     from agents.app import GarrisonApp
 
 __all__ = ["add_history_api", "older_changes"]
-
-_REFUSED = {401: "a bearer token is needed (Authorization: Bearer <token>)", 403: "forbidden"}
 
 
 async def older_changes(
@@ -86,17 +84,13 @@ def add_history_api(app: GarrisonApp) -> None:
     settings = app.settings
     address_partition = instance_partition(settings)
 
-    def error(view: web.View, status: int, message: str) -> web.Response:
-        return view.json({"error": message}, status=status)
-
     @app.page("/state/{tenant}/{machine}/{instance}/history")
     @route_to_instance(app)
     async def get_history(
         view: web.View, request: web.Request, tenant: str, machine: str, instance: str
     ) -> web.Response:
-        status = authorize(settings.web, request.headers.get("Authorization"), tenant)
-        if status is not None:
-            return error(view, status, _REFUSED[status])
+        if (no := refusal(view, settings.web, request, tenant)) is not None:
+            return no
         try:
             key = encode_key(
                 check_id("tenant", tenant),

@@ -23,14 +23,13 @@ Listing scans the scope's keys in the store: a page costs the keys it passes ove
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from faust import web
 
+from agents.http import error, next_cursor, page_cursor, page_limit
 from agents.kafka import partition_of
 from agents.routing import SPREAD, instance_partition, route_to_instance
 from pipeline.address import check_id
@@ -41,9 +40,7 @@ from tables.keys import encode_key, read_part, tenant_prefix
 if TYPE_CHECKING:
     from agents.app import GarrisonApp
 
-__all__ = ["MAX_LIMIT", "add_kv_api"]
-
-MAX_LIMIT = 1000
+__all__ = ["add_kv_api"]
 _CATCH_UP_S = 2.0  # how long a read waits for the store to reach a given seq
 Refused = Callable[[web.View, web.Request, str], web.Response | None]
 
@@ -72,26 +69,6 @@ def _min_seq(raw: str | None) -> int | None:
     return int(raw)
 
 
-def _limit(raw: str | None) -> int:
-    if raw is None:
-        return 100
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ValueError(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {raw!r}")
-    return int(raw)
-
-
-def _cursor(raw: str | None, prefix: bytes) -> bytes | None:
-    if raw is None:
-        return None
-    try:
-        key = base64.urlsafe_b64decode(raw.encode() + b"=" * (-len(raw) % 4))
-    except (binascii.Error, ValueError):
-        key = b""
-    if not key.startswith(prefix) or key == prefix:
-        raise ValueError("cursor is not one this listing returned; start without it")
-    return key
-
-
 def add_kv_api(app: GarrisonApp, refused: Refused) -> None:
     """Register the key-value routes on ``app``'s web server; ``refused(view, request,
     tenant)`` is the API's token check (a response to refuse with, or None)."""
@@ -102,9 +79,6 @@ def add_kv_api(app: GarrisonApp, refused: Refused) -> None:
     scopes = {
         m.scope: m for m in app.registry.machines.values() if isinstance(m, Scope)
     }  # the declared scopes, by name
-
-    def error(view: web.View, status: int, message: str, **extra: Any) -> web.Response:
-        return view.json({"error": message, **extra}, status=status)
 
     def no_scope(view: web.View, scope: str) -> web.Response:
         known = ", ".join(sorted(scopes)) or "none"
@@ -170,12 +144,12 @@ def add_kv_api(app: GarrisonApp, refused: Refused) -> None:
             if hot.is_hot(tenant, scope_machine(scope)):
                 return error(view, 409, SPREAD)
             q = request.query
-            limit = _limit(q.get("limit"))
+            limit = page_limit(q.get("limit"))
             counting = _flag(q.get("count"), "count")
             with_values = _flag(q.get("values"), "values")
             prefix = q.get("prefix") or ""
             base = tenant_prefix(tenant, scope_machine(scope))
-            after = _cursor(q.get("cursor"), base)
+            after = page_cursor(q.get("cursor"), base)
             start = None if after is None else after + b"\x00"  # the first key after it
             now = int(time.time() * 1000)
 
@@ -196,9 +170,7 @@ def add_kv_api(app: GarrisonApp, refused: Refused) -> None:
                     item["value"] = rec.state["value"]
                 out.append(item)
                 last = raw
-            following = None
-            if more and last is not None:
-                following = base64.urlsafe_b64encode(last).decode().rstrip("=")
+            following = next_cursor(last) if more else None
             body: dict[str, Any] = {
                 "tenant": tenant,
                 "scope": scope,

@@ -266,7 +266,7 @@ def add_metrics_route(app: GarrisonApp, metrics: WorkerMetrics) -> None:
     the labels name tenants."""
     from faust import web
 
-    from agents.api import authorize
+    from agents.http import authorize
 
     web_settings = app.settings.web
     guarded = metrics.by_tenant and web_settings.guarded

@@ -7,7 +7,7 @@ list), validated against the query's ``params`` model. The answer is
 not fit (with what to fix), 404 for no such instance, machine or query, 500 when the
 query itself fails. Like every read, it is served by the worker that owns the
 instance's partition (``agents.routing`` forwards it there) and needs the tenant's
-token when tokens are configured (:func:`agents.api.authorize`). Nothing is written: a
+token when tokens are configured (:func:`agents.http.authorize`). Nothing is written: a
 query only reads.
 """
 
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from faust import web
 
-from agents.api import authorize
+from agents.http import error, refusal
 from agents.routing import instance_partition, route_to_instance
 from pipeline.address import check_id
 from pipeline.errors import InvalidAddress
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from agents.app import GarrisonApp
 
 __all__ = ["add_query_api", "with_computed"]
-
-_REFUSED = {401: "a bearer token is needed (Authorization: Bearer <token>)", 403: "forbidden"}
 
 
 def with_computed(
@@ -52,17 +50,13 @@ def add_query_api(app: GarrisonApp) -> None:
     settings = app.settings
     address_partition = instance_partition(settings)
 
-    def error(view: web.View, status: int, message: str) -> web.Response:
-        return view.json({"error": message}, status=status)
-
     @app.page("/state/{tenant}/{machine}/{instance}/query/{name}")
     @route_to_instance(app)
     async def get_query(
         view: web.View, request: web.Request, tenant: str, machine: str, instance: str, name: str
     ) -> web.Response:
-        status = authorize(settings.web, request.headers.get("Authorization"), tenant)
-        if status is not None:
-            return error(view, status, _REFUSED[status])
+        if (no := refusal(view, settings.web, request, tenant)) is not None:
+            return no
         try:
             key = encode_key(
                 check_id("tenant", tenant),
