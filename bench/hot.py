@@ -124,12 +124,9 @@ async def _worker(ctx: PartContext, tag: str, hot_keyed: bool) -> tuple[Run, Pro
     return run, proc, settings
 
 
-async def _pace(
-    settings: Settings, others_rate: float, hot_rate: float, seconds: float, warmup_s: float
-) -> Split:
-    """Send at the given rates for ``seconds`` with the real client (so keys are what
-    the settings say) and time every state change."""
-    topic = settings.topics.state_changes
+async def _changes_from_now(settings: Settings) -> AIOKafkaConsumer:
+    """A started read_committed consumer of every state-change partition, positioned at
+    their ends (what is committed after this call)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka.bootstrap,
         enable_auto_commit=False,
@@ -137,11 +134,21 @@ async def _pace(
         fetch_max_wait_ms=5,
     )
     await consumer.start()
+    topic = settings.topics.state_changes
     tps = [TopicPartition(topic, p) for p in range(settings.kafka.partitions)]
     consumer.assign(tps)
     await consumer.seek_to_end(*tps)
     for tp in tps:
         await consumer.position(tp)
+    return consumer
+
+
+async def _pace(
+    settings: Settings, others_rate: float, hot_rate: float, seconds: float, warmup_s: float
+) -> Split:
+    """Send at the given rates for ``seconds`` with the real client (so keys are what
+    the settings say) and time every state change."""
+    consumer = await _changes_from_now(settings)
     others: list[float] = []
     hot: list[float] = []
     received = 0
@@ -224,19 +231,7 @@ async def _pace(
 async def _bound(settings: Settings, events: int = 1_000) -> float:
     """What one lane commits a second: ``events`` for one tenant sent at once, timed
     from the first state change to the last."""
-    topic = settings.topics.state_changes
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        fetch_max_wait_ms=5,
-    )
-    await consumer.start()
-    tps = [TopicPartition(topic, p) for p in range(settings.kafka.partitions)]
-    consumer.assign(tps)
-    await consumer.seek_to_end(*tps)
-    for tp in tps:
-        await consumer.position(tp)
+    consumer = await _changes_from_now(settings)
     try:
         async with Client(settings, source="bench.hot", connect_timeout_s=30) as client:
             now_ms = int(time.time() * 1000)
