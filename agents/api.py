@@ -25,7 +25,7 @@ from agents.http import error, next_cursor, page_cursor, page_limit, refusal
 from agents.kafka import partition_of
 from agents.kv_api import add_kv_api
 from agents.routing import SPREAD, instance_partition, route_to_instance
-from pipeline.address import check_id
+from pipeline.address import Address, check_id
 from pipeline.errors import InvalidAddress
 from pipeline.record import load_record
 from pipeline.settings import WebSettings
@@ -104,11 +104,7 @@ def add_api(app: GarrisonApp) -> None:
         if (no := refused(view, request, tenant)) is not None:
             return no
         try:
-            key = encode_key(
-                check_id("tenant", tenant),
-                check_id("machine", machine),
-                check_id("instance", instance),
-            )
+            key = encode_key(*Address.checked(tenant, machine, instance))
         except InvalidAddress as exc:
             return error(view, 400, str(exc))
         raw = app.state_store.get(address_partition(tenant, machine, instance), key)

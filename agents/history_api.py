@@ -26,7 +26,7 @@ from agents.changes import partition_records
 from agents.http import error, refusal
 from agents.kafka import kafka_options
 from agents.routing import instance_partition, route_to_instance
-from pipeline.address import check_id
+from pipeline.address import Address
 from pipeline.envelope import format_time
 from pipeline.history import (
     AsOf,
@@ -92,11 +92,7 @@ def add_history_api(app: GarrisonApp) -> None:
         if (no := refusal(view, settings.web, request, tenant)) is not None:
             return no
         try:
-            key = encode_key(
-                check_id("tenant", tenant),
-                check_id("machine", machine),
-                check_id("instance", instance),
-            )
+            key = encode_key(*Address.checked(tenant, machine, instance))
             read = parse_query(dict(request.query))
         except ValueError as exc:  # InvalidAddress and InvalidQuery are ValueErrors
             return error(view, 400, str(exc))

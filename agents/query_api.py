@@ -19,7 +19,7 @@ from faust import web
 
 from agents.http import error, refusal
 from agents.routing import instance_partition, route_to_instance
-from pipeline.address import check_id
+from pipeline.address import Address
 from pipeline.errors import InvalidAddress
 from pipeline.query import QueryError, answer, computed_of
 from pipeline.record import Record, load_record
@@ -58,11 +58,7 @@ def add_query_api(app: GarrisonApp) -> None:
         if (no := refusal(view, settings.web, request, tenant)) is not None:
             return no
         try:
-            key = encode_key(
-                check_id("tenant", tenant),
-                check_id("machine", machine),
-                check_id("instance", instance),
-            )
+            key = encode_key(*Address.checked(tenant, machine, instance))
         except InvalidAddress as exc:
             return error(view, 400, str(exc))
         query: Any = request.query  # aiohttp's MultiDictProxy: a key may come twice
