@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,26 @@ def curl(port: str | int, path: str, *, token: str | None = None) -> tuple[int, 
         return int(status), json.loads(body)
     except ValueError:
         return int(status), body
+
+
+@contextmanager
+def serving_worker(
+    app: str, env: dict[str, str], log: Path, *, timeout_s: float = 90
+) -> Iterator[WorkerProcess]:
+    """A worker of ``app`` started and serving (``/ready`` answers 200); stopped after,
+    and the test fails if it died meanwhile (a module fixture's worker serves many tests)."""
+    worker = WorkerProcess(app, env, log)
+    worker.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while curl(env["GARRISON_WEB_PORT"], "/ready")[0] != 200:
+            assert worker.alive(), worker.log_tail()
+            assert time.monotonic() < deadline, f"worker not ready\n{worker.log_tail()}"
+            time.sleep(0.3)
+        yield worker
+        assert worker.alive(), f"the worker died during the module\n{worker.log_tail()}"
+    finally:
+        worker.stop()
 
 
 async def wait_until(

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -24,7 +23,7 @@ from garrison.client import Client
 from garrison.query import QueryRefused
 from garrison.waiter import WaitTimedOut
 from pipeline.settings import Settings
-from tests.harness import WorkerProcess, curl, read_topic, settings_env, settings_from
+from tests.harness import curl, read_topic, serving_worker, settings_env, settings_from
 
 pytestmark = [pytest.mark.asyncio(loop_scope="function")]
 
@@ -42,16 +41,8 @@ def env(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         web_tokens=TOKENS,
         web_operator_token="tok-op",
     )
-    worker = WorkerProcess("tests.view_app", env, work / "worker.log")
-    worker.start()
-    deadline = time.monotonic() + 90
-    while curl(env["GARRISON_WEB_PORT"], "/ready")[0] != 200:
-        assert worker.alive(), worker.log_tail()
-        assert time.monotonic() < deadline, f"worker not ready\n{worker.log_tail()}"
-        time.sleep(0.3)
-    yield env
-    assert worker.alive(), f"the worker died during the module\n{worker.log_tail()}"
-    worker.stop()
+    with serving_worker("tests.view_app", env, work / "worker.log"):
+        yield env
 
 
 def _tenant(prefix: str) -> str:

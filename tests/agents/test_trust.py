@@ -29,6 +29,7 @@ from tests.harness import (
     curl,
     produce,
     read_topic,
+    serving_worker,
     settings_env,
     settings_from,
     wait_until,
@@ -53,17 +54,9 @@ def trust(
         max_record_bytes="50000",
         timer_tick_ms="100",
     )
-    worker = WorkerProcess("tests.trust_app", env, work / "worker.log")
-    worker.start()
-    deadline = time.monotonic() + 90
-    while curl(env["GARRISON_WEB_PORT"], "/ready")[0] != 200:
-        assert worker.alive(), worker.log_tail()
-        assert time.monotonic() < deadline, f"worker not ready\n{worker.log_tail()}"
-        time.sleep(0.3)
     env["log"] = str(work / "worker.log")
-    yield env
-    assert worker.alive(), f"the worker died during the module\n{worker.log_tail()}"
-    worker.stop()
+    with serving_worker("tests.trust_app", env, work / "worker.log"):
+        yield env
 
 
 def _event(

@@ -21,7 +21,7 @@ from agents.topics import ensure_topics
 from garrison.client import Client
 from pipeline.errors import AnswerTimeout, InvalidAddress
 from pipeline.settings import Settings
-from tests.harness import WorkerProcess, settings_env, settings_from
+from tests.harness import WorkerProcess, serving_worker, settings_env, settings_from
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
@@ -33,10 +33,8 @@ def worker(
     """One worker of the sample app for the whole module."""
     tmp = tmp_path_factory.mktemp("update")
     env = settings_env(kafka_bootstrap, f"upd-{uuid.uuid4().hex[:6]}", tmp / "data", partitions=2)
-    proc = WorkerProcess("tests.sample_app", env, tmp / "worker.log")
-    proc.start()
-    yield proc
-    proc.stop()
+    with serving_worker("tests.sample_app", env, tmp / "worker.log") as proc:
+        yield proc
 
 
 @pytest.fixture

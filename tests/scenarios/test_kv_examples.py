@@ -18,7 +18,7 @@ from examples.kv.app import registry
 from examples.kv.services import Services
 from garrison.client import Client
 from pipeline.errors import WriteRejected
-from tests.harness import WorkerProcess, settings_env, settings_from
+from tests.harness import WorkerProcess, serving_worker, settings_env, settings_from
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -31,10 +31,8 @@ def worker(
 ) -> Iterator[WorkerProcess]:
     tmp = tmp_path_factory.mktemp("kvx")
     env = settings_env(kafka_bootstrap, f"kvx-{uuid.uuid4().hex[:6]}", tmp / "data", partitions=2)
-    proc = WorkerProcess("examples.kv.app", env, tmp / "worker.log")
-    proc.start()
-    yield proc
-    proc.stop()
+    with serving_worker("examples.kv.app", env, tmp / "worker.log") as proc:
+        yield proc
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

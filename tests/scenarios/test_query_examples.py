@@ -6,7 +6,6 @@ client, its queries and waits, the update helper), with one worker for the modul
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +22,7 @@ from garrison.waiter import WaitTimedOut
 from pipeline.deadletter import DeadLetter
 from pipeline.envelope import Event
 from pipeline.settings import Settings
-from tests.harness import WorkerProcess, curl, read_topic, settings_env, settings_from
+from tests.harness import curl, read_topic, serving_worker, settings_env, settings_from
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="function")]
 
@@ -39,16 +38,8 @@ def env(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         timer_tick_ms="100",
     )
     asyncio.run(ensure_topics(settings_from(env), [ITEMS_TOPIC]))
-    worker = WorkerProcess("tests.query_examples_app", env, work / "worker.log")
-    worker.start()
-    deadline = time.monotonic() + 90
-    while curl(env["GARRISON_WEB_PORT"], "/ready")[0] != 200:
-        assert worker.alive(), worker.log_tail()
-        assert time.monotonic() < deadline, f"worker not ready\n{worker.log_tail()}"
-        time.sleep(0.3)
-    yield env
-    assert worker.alive(), f"the worker died during the module\n{worker.log_tail()}"
-    worker.stop()
+    with serving_worker("tests.query_examples_app", env, work / "worker.log"):
+        yield env
 
 
 def _tenant(prefix: str) -> str:
