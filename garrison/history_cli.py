@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from garrison.history import fetch_history
+from garrison.options import MOMENT
 from pipeline.settings import Settings
 
 __all__ = ["history"]
@@ -21,13 +22,13 @@ __all__ = ["history"]
 @click.argument("instance")
 @click.option("--from-seq", type=int, help="first seq (default 1)")
 @click.option("--to-seq", type=int, help="last seq")
-@click.option("--since", help="changes dated at or after (RFC 3339 or epoch ms)")
-@click.option("--until", help="changes dated at or before (RFC 3339 or epoch ms)")
+@click.option("--since", type=MOMENT, help="changes dated at or after (RFC 3339 or epoch ms)")
+@click.option("--until", type=MOMENT, help="changes dated at or before (RFC 3339 or epoch ms)")
 @click.option("--limit", type=int, default=100, show_default=True, help="changes per page")
 @click.option("--all", "every", is_flag=True, help="follow the pages to the end")
 @click.option("--diff", is_flag=True, help="show each change as a JSON patch")
 @click.option("--as-of-seq", type=int, help="only the state after this seq")
-@click.option("--as-of", help="only the state at this time (RFC 3339 or epoch ms)")
+@click.option("--as-of", type=MOMENT, help="only the state at this time (RFC 3339 or epoch ms)")
 @click.option("--url", help="a worker's base URL (any worker; default this machine's)")
 @click.option("--token", envvar="GARRISON_TOKEN", help="bearer token, if reads need one")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
@@ -37,13 +38,13 @@ def history(
     instance: str,
     from_seq: int | None,
     to_seq: int | None,
-    since: str | None,
-    until: str | None,
+    since: int | None,
+    until: int | None,
     limit: int,
     every: bool,
     diff: bool,
     as_of_seq: int | None,
-    as_of: str | None,
+    as_of: int | None,
     url: str | None,
     token: str | None,
     as_json: bool,
