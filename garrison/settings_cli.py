@@ -33,6 +33,8 @@ def _show(value: Any) -> str:
         return "(set)"
     if isinstance(value, dict) and any(isinstance(v, SecretStr) for v in value.values()):
         return "{" + ", ".join(f"{k}: (set)" for k in value) + "}"
+    if isinstance(value, frozenset):  # names, written as the variable takes them
+        return ",".join(sorted(value))
     return "" if value is None else str(value)
 
 

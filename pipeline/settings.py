@@ -178,7 +178,7 @@ class MetricsSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="serve the worker's /metrics")
     tenant_label: bool = Field(
         default=False,
         description="also label the applied and dead-letter counters by tenant: one time "
@@ -220,8 +220,16 @@ class HotSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    tenants: Names = frozenset()
-    machines: Names = frozenset()
+    tenants: Names = Field(
+        default=frozenset(),
+        description="tenants whose instances are keyed by tenant/instance and spread over "
+        "the partitions (comma-separated or a JSON list); the same on every producer, "
+        "worker and listener",
+    )
+    machines: Names = Field(
+        default=frozenset(),
+        description="machines whose instances are keyed by tenant/instance, for every tenant",
+    )
 
 
 def _broker_default(value: Any) -> Any:
