@@ -42,6 +42,7 @@ from pipeline.errors import (
 )
 from pipeline.incoming import Incoming
 from pipeline.query import Queries, Queryable
+from pipeline.record import copy_state
 from pipeline.reducer import annotated_payload, check_reducer
 from pipeline.view import Siblings, ViewSpec, check_views, resolve
 
@@ -87,11 +88,6 @@ def _validated(
         raise error(
             f"{what} does not fit {model.__name__}: {explain(exc)}{hint}", **context
         ) from None
-
-
-def _copy(value: Any) -> Any:
-    """A copy of a JSON-compatible value that shares nothing with it."""
-    return orjson.loads(orjson.dumps(value))
 
 
 class Machine(Queryable, Generic[S]):
@@ -239,7 +235,7 @@ class Machine(Queryable, Generic[S]):
             # change the initial state of every later instance, of any tenant (a model
             # state is copied by _run, which builds the model from the JSON).
             shared = self._initial_state
-            return self._run(reducer, shared if self._model else _copy(shared), incoming)
+            return self._run(reducer, shared if self._model else copy_state(shared), incoming)
         try:
             initial = self._initial_fn(self.config, incoming)
         except Exception as exc:  # noqa: BLE001 - user code: report, never crash

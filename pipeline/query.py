@@ -41,7 +41,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from pipeline.errors import GarrisonError, InvalidDefinition, ReducerFailed, Rejected
-from pipeline.record import Record
+from pipeline.record import Record, copy_state
 
 if TYPE_CHECKING:
     from pipeline.registry import Registry
@@ -112,10 +112,6 @@ class Query:
     params: type[BaseModel] | None
     result: type[BaseModel] | None
     takes_params: bool
-
-
-def _copy(state: Any) -> Any:
-    return orjson.loads(orjson.dumps(state))
 
 
 def _json(value: Any, model: type[BaseModel] | None) -> Any:
@@ -212,7 +208,7 @@ class Queries:
     # -- reading ------------------------------------------------------------------------
 
     def _state(self, state: Any) -> Any:
-        copied = _copy(state)
+        copied = copy_state(state)
         if self._model is None:
             return copied
         try:
@@ -341,7 +337,7 @@ def _current(registry: Registry, machine: str, record: Record) -> tuple[Queries,
     try:
         latest = registry.latest(machine)
         # A migration is user code that may change what it is given: give it a copy.
-        stored = record.state if latest.version == record.version else _copy(record.state)
+        stored = record.state if latest.version == record.version else copy_state(record.state)
         behaviour, state = registry.for_instance(machine, record.version, stored)
     except Rejected as exc:
         if exc.stage == "route":
@@ -351,10 +347,7 @@ def _current(registry: Registry, machine: str, record: Record) -> tuple[Queries,
         raise QueryFailed(
             f"migrating {machine!r} from v{record.version} raised {type(exc).__name__}: {exc}"
         ) from exc
-    queries = getattr(behaviour, "queries", None)
-    if not isinstance(queries, Queries):
-        queries = Queries(f"machine {machine!r} v{behaviour.version}")
-    return queries, state
+    return behaviour.queries, state
 
 
 def answer(
@@ -371,10 +364,7 @@ def computed_of(
 ) -> tuple[dict[str, Any], dict[str, str]] | None:
     """The computed values of the instance, and the errors of those that failed; None
     when its machine declares none."""
-    if not any(
-        isinstance(q := getattr(b, "queries", None), Queries) and q.computed
-        for b in registry.versions(machine).values()
-    ):
+    if not any(b.queries.computed for b in registry.versions(machine).values()):
         return None  # the common read: no copy, no migration
     try:
         queries, state = _current(registry, machine, record)

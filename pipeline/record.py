@@ -17,7 +17,13 @@ import orjson
 
 from pipeline.errors import GarrisonError
 
-__all__ = ["NO_TIMERS", "Record", "Timer", "dump_record", "load_record", "load_state"]
+__all__ = ["NO_TIMERS", "Record", "Timer", "copy_state", "dump_record", "load_record", "load_state"]
+
+
+def copy_state(state: Any) -> Any:
+    """A copy of a JSON-compatible state that shares nothing with it: states are stored
+    as JSON, so a round trip through orjson is the copy (TypeError: not JSON)."""
+    return orjson.loads(orjson.dumps(state))
 
 
 @dataclass(frozen=True, slots=True)

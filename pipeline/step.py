@@ -34,15 +34,13 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-import orjson
-
 from pipeline.behaviour import Behaviour
 from pipeline.effect import CancelTimer, Effect, Emit, SetTimer
 from pipeline.envelope import Event
 from pipeline.errors import InvalidState, ReducerFailed, Rejected
 from pipeline.ids import emitted_id, timer_event_id
 from pipeline.outcome import Outcome, Outgoing, StateChange, TimerWrite
-from pipeline.record import NO_TIMERS, Record, Timer
+from pipeline.record import NO_TIMERS, Record, Timer, copy_state
 from pipeline.registry import Registry
 from pipeline.view import Loader, Reads, Siblings
 
@@ -110,7 +108,7 @@ def step(
 def _private(state: Any) -> Any:
     """A copy of a stored (JSON-compatible) state that shares nothing with it."""
     try:
-        return orjson.loads(orjson.dumps(state))
+        return copy_state(state)
     except TypeError as exc:  # orjson.JSONEncodeError: only a state never stored
         raise InvalidState(f"stored state is not JSON: {exc}") from None
 
@@ -225,7 +223,7 @@ def _apply(
                 f"raised {type(exc).__name__}: {exc}",
                 event_type=event.type,
             ) from exc
-        private = current if getattr(behaviour, "copies_state", False) else _private(current)
+        private = current if behaviour.copies_state else _private(current)
         if behaviour.views:
             siblings = Siblings(event.tenant, *reads)  # the event's tenant, and no other
             state, effects = behaviour.apply(private, event, siblings)

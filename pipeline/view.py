@@ -42,11 +42,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-import orjson
-
 from pipeline.address import Address, check_id
 from pipeline.errors import GarrisonError, InvalidDefinition, ReducerFailed
-from pipeline.record import Record
+from pipeline.record import Record, copy_state
 
 __all__ = [
     "MAX_COLLECT",
@@ -225,11 +223,6 @@ class Slice(Mapping[str, Any]):
         return f"Slice({self._items!r}, more={self.more})"
 
 
-def _copy(state: Any) -> Any:
-    # States are stored as JSON: a round trip is a copy that shares nothing.
-    return orjson.loads(orjson.dumps(state))
-
-
 class Siblings:
     """Read-only access to the instances of one tenant as of one point in the partition:
     built by ``step`` for the event's tenant, so no other tenant is reachable."""
@@ -249,7 +242,7 @@ class Siblings:
         if self._load is None:
             return None
         record = self._load(Address(self.tenant, machine, instance))
-        return None if record is None or record.state is None else _copy(record.state)
+        return None if record is None or record.state is None else copy_state(record.state)
 
     def gather(self, machine: str, prefix: str, limit: int) -> Iterator[tuple[str, Any]]:
         """Up to ``limit + 1`` live instances whose id starts with ``prefix``, in order
@@ -260,7 +253,7 @@ class Siblings:
         for instance, record in self._scan(self.tenant, machine, prefix):
             if record.state is None:
                 continue  # an ended instance's tombstone
-            yield instance, _copy(record.state)
+            yield instance, copy_state(record.state)
             taken += 1
             if taken > limit:
                 return

@@ -13,11 +13,9 @@ from bisect import bisect_left, insort
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
-
 from pipeline.address import Address
 from pipeline.outcome import Outcome
-from pipeline.record import Record, load_record, load_state
+from pipeline.record import Record, copy_state, load_record, load_state
 from tables.history import purge_writes, slot_write
 from tables.keys import OFFSET_KEY, encode_key, read_part, tenant_prefix
 from tables.scan import instance_ranges, merge
@@ -85,7 +83,7 @@ class StateBatch:
             return None if raw is None else load_state(raw)
         if record is None or record.state is None:
             return None
-        return orjson.loads(orjson.dumps(record.state))
+        return copy_state(record.state)
 
     def _key(self, address: Address) -> bytes:
         key = self._keys.get(address)
