@@ -59,7 +59,6 @@ __all__ = [
     "Scope",
     "check_key",
     "check_scope",
-    "delete_data",
     "scope_machine",
     "scope_of",
     "set_data",
@@ -124,11 +123,6 @@ def update_data(ops: Any) -> dict[str, Any]:
     return {"ops": ops}
 
 
-def delete_data() -> None:
-    """The payload of ``kv.delete``: none."""
-    return None
-
-
 def value_of(state: Any) -> Any:
     """The value a stored key-value state holds (None for no state)."""
     return None if state is None else state["value"]
@@ -157,7 +151,9 @@ class Scope:
         self.name = scope_machine(self.scope)
         self.version = version
         self.migrations: dict[int, Migration] = {}
-        self.copies_state = False  # step copies the entry before the operations see it
+        # The stored entry is never changed in place: set and delete do not read it, and
+        # apply_operations works on a copy of its own (step need not copy it again).
+        self.copies_state = True
         self.views: dict[str, tuple[ViewSpec, ...]] = {}  # a key reads no siblings
         self.queries = Queries(f"scope {self.scope!r}")  # and has no named queries
 
