@@ -189,7 +189,7 @@ def apply_record(rules: Rules, load: Loader, rec: Consumed, views: Reads | None 
     verdict = outcome.status
     if verdict == "rejected":
         assert outcome.rejection is not None
-        return dead_letter(rules, rec, outcome.rejection)._replace(address=address)
+        return dead_letter(rules, rec, outcome.rejection, address)
     if verdict == "duplicate" or verdict == "stale":
         if verdict == "duplicate" and wants_reply(rec.headers):
             # A sender waits (pipeline.answer): a duplicate publishes nothing else.
@@ -201,7 +201,7 @@ def apply_record(rules: Rules, load: Loader, rec: Consumed, views: Reads | None 
     try:
         stored, change, outputs = _outputs(rules, address, outcome, event)
     except Rejected as exc:
-        return dead_letter(rules, rec, exc)._replace(address=address)
+        return dead_letter(rules, rec, exc, address)
     return Applied(verdict, address, outcome, stored, outputs, change=change)
 
 
@@ -222,10 +222,8 @@ def _outputs(
     checked: serialised here, so what cannot be produced (not JSON, too large, an
     undeclared topic) is this event's dead letter, not the lane's failure later."""
     part = rules.partitioning
-    if part.hot_tenants or part.hot_machines:
-        tenant_key = part.key(*address)
-    else:
-        tenant_key = address.tenant.encode()
+    hot = part.any_hot
+    tenant_key = part.key(*address) if hot else address.tenant.encode()
     topics, limit = rules.topics, rules.max_record_bytes
     outputs = []
     change = None
@@ -252,7 +250,7 @@ def _outputs(
                 )
             target = Address(sent.event.tenant, sent.event.machine, sent.event.instance)
             where = None if sent.topic is not None or rules.home is None else rules.home(target)
-            key = part.key(*target) if part.hot_tenants or part.hot_machines else tenant_key
+            key = part.key(*target) if hot else tenant_key
             outputs.append(
                 Output(sent.topic or topics.events, key, encode_event(sent.event), (), where)
             )
@@ -277,7 +275,9 @@ def _outputs(
     return stored, change, tuple(outputs)
 
 
-def dead_letter(rules: Rules, rec: Consumed, exc: Rejected) -> Applied:
+def dead_letter(
+    rules: Rules, rec: Consumed, exc: Rejected, address: Address | None = None
+) -> Applied:
     """The decision to dead-letter ``rec`` for ``exc``: the original record as it came,
     with garrison's headers saying why. A record too large to be dead-lettered whole
     (its own size near the broker's limit) keeps its key and headers; its value is left
@@ -305,4 +305,4 @@ def dead_letter(rules: Rules, rec: Consumed, exc: Rejected) -> Applied:
         headers,
     )
     out = Output(rules.topics.dlq, letter.key, letter.value, tuple(letter.headers()))
-    return Applied("rejected", outputs=(out,), stage=exc.stage, reason=reason)
+    return Applied("rejected", address, outputs=(out,), stage=exc.stage, reason=reason)
