@@ -44,11 +44,6 @@ class DispatchStats:
     dead_letters: int = 0
     batches: int = 0
 
-    def count(self, verdict: Verdict) -> None:
-        """Count one record's verdict."""
-        name = _COUNTER[verdict]
-        setattr(self, name, getattr(self, name) + 1)
-
     def add(self, tally: Tally) -> None:
         """Add a committed batch's counts (keys start with the verdict)."""
         for key, n in tally.items():

@@ -83,23 +83,11 @@ def home_of(partitioning: Partitioning, partitions: int) -> Callable[[Address], 
     """``home(address)``: the events partition an address belongs to, by its key
     (``pipeline.partitioning``) and :func:`partition_of`; remembers the keys it saw."""
     homes: dict[str, int] = {}
-    key_text = partitioning.key_text
+    key_text, any_hot = partitioning.key_text, partitioning.any_hot
 
-    if not partitioning.any_hot:
-
-        def home(address: Address) -> int:
-            # murmur2 in pure Python costs microseconds; tenants repeat, so remember them.
-            where = homes.get(address.tenant)
-            if where is None:
-                if len(homes) >= 100_000:
-                    homes.clear()
-                where = homes[address.tenant] = partition_of(address.tenant.encode(), partitions)
-            return where
-
-        return home
-
-    def hot_home(address: Address) -> int:
-        key = key_text(*address)
+    def home(address: Address) -> int:
+        # murmur2 in pure Python costs microseconds; keys repeat, so remember them.
+        key = key_text(*address) if any_hot else address.tenant
         where = homes.get(key)
         if where is None:
             if len(homes) >= 100_000:
@@ -107,7 +95,7 @@ def home_of(partitioning: Partitioning, partitions: int) -> Callable[[Address], 
             where = homes[key] = partition_of(key.encode(), partitions)
         return where
 
-    return hot_home
+    return home
 
 
 def tune_transaction_retries() -> None:

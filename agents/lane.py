@@ -222,11 +222,7 @@ class Lane:
                 wait,
             )
             await asyncio.sleep(wait)
-        old, self.producer = self.producer, None
-        if old is not None:
-            # Do not wait for it: with the broker down its close would wait too.
-            asyncio.ensure_future(close_producer(old))
-        self.producer = await self._new_producer()
+        await self._replace_producer()
 
     async def _pump(self) -> None:
         # Group commit. While the lane's transaction is in flight (its round trips to
@@ -385,6 +381,7 @@ class Lane:
     async def _replace_producer(self) -> None:
         old, self.producer = self.producer, None
         if old is not None:
+            # Do not wait for it: with the broker down its close would wait too.
             asyncio.ensure_future(close_producer(old))
         self.producer = await self._new_producer()
 

@@ -5,12 +5,11 @@ global one, which a user's code may fill too) and serves them in the text format
 ``prometheus_client.generate_latest``. Counters end in ``_total``; times are seconds.
 
 The worker's lanes do not touch a Prometheus object per record: a lane counts each
-record's verdict in a plain dict per batch (a tuple key and a dict update, about the
-cost of the old per-record ``DispatchStats.count``), and :meth:`WorkerMetrics.committed`
-adds those counts to the counters once per committed transaction, so what is counted
-is what Kafka committed (a redone batch is counted once). Gauges that describe a moment
-(consumer lag, queued records, the store's size, readiness) are read when Prometheus
-scrapes, by :class:`_WorkerState`, and cost nothing in between.
+record's verdict in a plain dict per batch (a tuple key and a dict update), and
+:meth:`WorkerMetrics.committed` adds those counts to the counters once per committed
+transaction, so what is counted is what Kafka committed (a redone batch is counted
+once). Gauges that describe a moment (consumer lag, queued records, the store's size,
+readiness) are read when Prometheus scrapes, by :class:`_WorkerState`, and cost nothing in between.
 
 Labels: ``machine`` on event counts, ``stage`` and ``machine`` on dead letters (a record
 that could not be read has ``machine=""``), ``partition`` on the per-partition gauges,
