@@ -70,9 +70,6 @@ def add_api(app: GarrisonApp) -> None:
     address_partition = instance_partition(app.settings)
     hot = app.settings.partitioning
 
-    def refused(view: web.View, request: web.Request, tenant: str) -> web.Response | None:
-        return refusal(view, web_settings, request, tenant)
-
     @app.page("/")
     async def index(view: web.View, request: web.Request) -> web.Response:
         return error(view, 404, "not found; see /state/{tenant}, /health and /ready")
@@ -101,7 +98,7 @@ def add_api(app: GarrisonApp) -> None:
     async def get_instance(
         view: web.View, request: web.Request, tenant: str, machine: str, instance: str
     ) -> web.Response:
-        if (no := refused(view, request, tenant)) is not None:
+        if (no := refusal(view, web_settings, request, tenant)) is not None:
             return no
         try:
             key = encode_key(*Address.checked(tenant, machine, instance))
@@ -126,7 +123,7 @@ def add_api(app: GarrisonApp) -> None:
     @app.page("/state/{tenant}")
     @app.table_route(table=state_table, match_info="tenant")
     async def list_tenant(view: web.View, request: web.Request, tenant: str) -> web.Response:
-        if (no := refused(view, request, tenant)) is not None:
+        if (no := refusal(view, web_settings, request, tenant)) is not None:
             return no
         machine = request.query.get("machine")
         try:
@@ -165,5 +162,5 @@ def add_api(app: GarrisonApp) -> None:
     from agents.query_api import add_query_api, with_computed
 
     add_history_api(app)
-    add_kv_api(app, refused)  # /kv/...: key-value scopes, with the same token check
+    add_kv_api(app)  # /kv/...: key-value scopes
     add_query_api(app)

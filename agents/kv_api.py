@@ -11,9 +11,9 @@
   reading its own write: the store is written just after the write's transaction
   commits), waiting up to 2 s, else 503.
 
-Like ``agents.api`` (whose ``refused`` check these routes take, so tokens scope them
-the same way), a tenant's reads are served by the worker that owns its partition and
-forwarded there by any other (Faust's table router). A key whose TTL has passed is not
+Like ``agents.api`` (the same token check, ``agents.http.refusal``), a tenant's reads
+are served by the worker that owns its partition (a hot key's own, ``agents.routing``)
+and forwarded there by any other. A key whose TTL has passed is not
 served even in the moment before its expiry is applied. 404 bodies say what is
 missing (``"missing": "scope"`` or ``"key"``); a bad request is a 400 saying why.
 Listing scans the scope's keys in the store: a page costs the keys it passes over,
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from faust import web
 
-from agents.http import error, next_cursor, page_cursor, page_limit
+from agents.http import error, next_cursor, page_cursor, page_limit, refusal
 from agents.kafka import partition_of
 from agents.routing import SPREAD, instance_partition, route_to_instance
 from pipeline.address import check_id
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = ["add_kv_api"]
 _CATCH_UP_S = 2.0  # how long a read waits for the store to reach a given seq
-Refused = Callable[[web.View, web.Request, str], web.Response | None]
 
 
 def _live(record: Record, now_ms: int) -> bool:
@@ -69,9 +68,8 @@ def _min_seq(raw: str | None) -> int | None:
     return int(raw)
 
 
-def add_kv_api(app: GarrisonApp, refused: Refused) -> None:
-    """Register the key-value routes on ``app``'s web server; ``refused(view, request,
-    tenant)`` is the API's token check (a response to refuse with, or None)."""
+def add_kv_api(app: GarrisonApp) -> None:
+    """Register the key-value routes on ``app``'s web server."""
     state_table = app.tables["state"]
     partitions = app.settings.kafka.partitions
     address_partition = instance_partition(app.settings)
@@ -100,7 +98,7 @@ def add_kv_api(app: GarrisonApp, refused: Refused) -> None:
     async def guarded(
         view: web.View, request: web.Request, tenant: str, fn: Callable[[], Awaitable[Any]]
     ) -> web.Response:
-        if (no := refused(view, request, tenant)) is not None:
+        if (no := refusal(view, app.settings.web, request, tenant)) is not None:
             return no
         try:
             check_id("tenant", tenant)
