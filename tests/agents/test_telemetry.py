@@ -7,9 +7,10 @@ import logging
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SynchronousMultiSpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.dispatch import DispatchStats
@@ -17,6 +18,7 @@ from agents.logs import TokenBucket, announce_ready, dead_letter_log
 from agents.metrics import WorkerMetrics, render
 from agents.tracing import (
     ApplySpans,
+    Recorder,
     Tracing,
     context_of,
     header_context,
@@ -105,6 +107,69 @@ def test_spans_follow_their_parent_and_skip_a_sampled_out_one() -> None:
     with pytest.raises(ValueError, match="boom"), tracing.span("fails", PARENT):
         raise ValueError("boom")
     assert exporter.get_finished_spans()[-1].status.is_ok is False
+
+
+class _Applied:
+    offset = 7
+
+
+def _apply_spans(*, recorded: bool, ratio: float = 1.0) -> tuple[ApplySpans, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    processors = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]
+    provider = TracerProvider(
+        sampler=ParentBased(TraceIdRatioBased(ratio)), active_span_processor=processors
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    recorder = Recorder(provider, processors, "garrison") if recorded else None
+    return ApplySpans(Tracing(provider.get_tracer("garrison"), provider, recorder), 2), exporter
+
+
+def _one(
+    spans: ApplySpans, exporter: InMemorySpanExporter, traceparent: str | None
+) -> tuple[str | None, ReadableSpan]:
+    carried = spans.begin(event()._replace(traceparent=traceparent))
+    spans.end(Applied("rejected", stage="contract", reason="bad amount"), _Applied())
+    [span] = exporter.get_finished_spans()
+    exporter.clear()
+    return carried.traceparent, span
+
+
+def test_a_recorded_apply_span_is_the_span_the_sdk_would_make() -> None:
+    sdk, recorded = _apply_spans(recorded=False), _apply_spans(recorded=True)
+    for parent in (PARENT, None):  # a child of the event's context, and a root
+        (tp_a, a), (tp_b, b) = _one(*sdk, parent), _one(*recorded, parent)
+        assert (a.name, a.kind, a.status.status_code, a.status.description) == (
+            b.name,
+            b.kind,
+            b.status.status_code,
+            b.status.description,
+        )
+        assert dict(a.attributes or {}) == dict(b.attributes or {})
+        assert a.resource == b.resource
+        assert (a.parent is None) == (b.parent is None) == (parent is None)
+        if parent is not None:
+            assert a.parent is not None
+            assert b.parent is not None
+            assert (a.parent.span_id, a.context.trace_id) == (b.parent.span_id, b.context.trace_id)
+        # The event goes on carrying the apply span's own context, flagged as the SDK's.
+        flags = f"{int(a.context.trace_flags):02x}"
+        assert tp_a == f"00-{a.context.trace_id:032x}-{a.context.span_id:016x}-{flags}"
+        assert tp_b == f"00-{b.context.trace_id:032x}-{b.context.span_id:016x}-{flags}"
+        assert b.start_time is not None
+        assert b.end_time is not None
+        assert b.start_time <= b.end_time
+
+
+def test_a_root_the_sampler_drops_is_not_recorded_but_its_context_goes_on() -> None:
+    spans, exporter = _apply_spans(recorded=True, ratio=0.0)
+    carried = spans.begin(event())
+    spans.end(Applied("applied"), _Applied())
+    assert exporter.get_finished_spans() == ()
+    assert carried.traceparent is not None
+    assert int(carried.traceparent[-2:], 16) & 1 == 0  # unsampled, as the sampler said
+    assert context_of(carried.traceparent) is not None
+    unsampled = PARENT[:-2] + "00"  # sampled out by the producer: passed on as it came
+    assert spans.begin(event()._replace(traceparent=unsampled)).traceparent == unsampled
 
 
 def test_the_file_exporter_writes_one_json_span_per_line(tmp_path: Path) -> None:
