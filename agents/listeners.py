@@ -241,7 +241,7 @@ class ListenerRunner:
                 id=id or listener_send_id(change.event_id, lst.name, next(counter)),
                 time_ms=int(time.time() * 1000),
                 source=f"garrison.listener/{lst.name}",
-            )._replace(traceparent=traceparent, tracestate=tracestate)
+            ).traced(traceparent, tracestate)
             assert self._producer is not None
             await self._producer.send_and_wait(
                 self.settings.topics.events,

@@ -150,7 +150,7 @@ async def serve(
                             kind=SpanKind.SERVER,
                             attributes={"cloudevents.event_type": command.type},
                         ) as (parent, state):
-                            traced = command._replace(traceparent=parent, tracestate=state)
+                            traced = command.traced(parent, state)
                             answer = await _answer(service, traced)
                     if answer is not None:
                         sends.append(

@@ -288,7 +288,7 @@ class ApplySpans:
         if span is None:
             return event
         parent, state = traceparent_of(span)
-        return event._replace(traceparent=parent, tracestate=state)
+        return event.traced(parent, state)
 
     def _begin_recorded(self, event: Event, attributes: dict[str, Any]) -> Event:
         recorder = self.recorder
@@ -313,9 +313,7 @@ class ApplySpans:
         self._open = _Pending(context, parent, time.time_ns(), attributes) if recording else None
         ids = context.trace_id.to_bytes(16, "big").hex(), context.span_id.to_bytes(8, "big").hex()
         carried = f"00-{ids[0]}-{ids[1]}-{int(flags):02x}"
-        return event._replace(
-            traceparent=carried, tracestate=(state.to_header() or None) if state else None
-        )
+        return event.traced(carried, (state.to_header() or None) if state else None)
 
     def end(self, applied: Applied, rec: Any) -> None:
         """End the open apply span with the record's verdict (an error if it was
@@ -376,7 +374,7 @@ class _Sending:
         parent, state = traceparent_of(span)
         if parent is None:
             return event
-        return event._replace(traceparent=parent, tracestate=state)
+        return event.traced(parent, state)
 
 
 def sending_tracer(settings: Settings) -> _Sending | None:

@@ -84,6 +84,14 @@ class Event(NamedTuple):
         """The event's time as an aware UTC datetime."""
         return datetime.fromtimestamp(self.time_ms / 1000, tz=UTC)
 
+    def traced(self, traceparent: str | None, tracestate: str | None) -> Event:
+        """This event carrying another trace context (the apply span's, once per traced
+        event: a slice, where ``_replace`` builds a dict; 0.9 against 1.5 us measured)."""
+        return Event(*self[:-2], traceparent, tracestate)
+
+
+assert Event._fields[-2:] == ("traceparent", "tracestate")  # what Event.traced relies on
+
 
 def new_event(
     tenant: str,
