@@ -28,7 +28,6 @@ from pipeline.registry import Registry
 from pipeline.seal import SEAL_HEADER, seal
 from pipeline.settings import Settings
 from tables import timers as timer_index
-from tables.keys import decode_key
 from tables.store import PartitionStore
 
 __all__ = ["GarrisonApp", "create_app"]
@@ -207,16 +206,14 @@ def _add_timer_delivery(app: GarrisonApp) -> None:
                 continue
             seen = fired.setdefault(partition, set())
             due_now = set()
-            for entry in timer_index.due(app.timer_store, partition, now):
+            for entry in timer_index.due(app.timer_store, partition, now, hot):
                 due_now.add(entry.key)
                 if entry.key in seen:
                     continue
                 headers = [(SEAL_HEADER, seal(lane.seal_key, entry.firing))]
-                key = entry.tenant  # the partition is given: the key only has to agree
-                if hot.any_hot:
-                    key = hot.key(*decode_key(timer_index.read_index_key(entry.key)[1]))
+                # The partition is given: the key only has to agree with it.
                 await app.producer.send(
-                    settings.topics.events, key, entry.firing, partition, None, headers
+                    settings.topics.events, entry.kafka_key, entry.firing, partition, None, headers
                 )
                 seen.add(entry.key)
             seen &= due_now  # forget firings the lane has consumed

@@ -15,6 +15,7 @@ from typing import NamedTuple, Protocol
 
 from pipeline.envelope import encode_event
 from pipeline.outcome import TimerWrite
+from pipeline.partitioning import NOT_HOT, Partitioning
 from tables.keys import part, read_part
 
 __all__ = ["Due", "Scanner", "due", "index_key", "index_writes", "read_index_key"]
@@ -57,17 +58,26 @@ def index_writes(
 
 
 class Due(NamedTuple):
-    """A due entry: its index key, the Kafka key of its firing (the tenant) and the
-    firing's bytes."""
+    """A due entry: its index key, the Kafka key of its firing and the firing's bytes."""
 
     key: bytes
-    tenant: bytes
+    kafka_key: bytes
     firing: bytes
 
 
-def due(store: Scanner, partition: int, now_ms: int) -> Iterator[Due]:
-    """The entries of ``partition`` due at ``now_ms`` or earlier, in due order."""
+def due(
+    store: Scanner, partition: int, now_ms: int, partitioning: Partitioning = NOT_HOT
+) -> Iterator[Due]:
+    """The entries of ``partition`` due at ``now_ms`` or earlier, in due order, each
+    with its firing's Kafka key as ``partitioning`` keys the instance (the tenant, or
+    ``tenant/instance`` when hot)."""
     stop = (max(now_ms, -1) + 1).to_bytes(8, "big")
+    hot = partitioning.any_hot
     for key, value in store.scan(partition, b"", stop):
-        tenant, _ = read_part(key, 8)
-        yield Due(key, tenant.encode(), value)
+        tenant, pos = read_part(key, 8)
+        if hot:
+            machine, pos = read_part(key, pos)
+            instance, _ = read_part(key, pos)
+            yield Due(key, partitioning.key(tenant, machine, instance), value)
+        else:
+            yield Due(key, tenant.encode(), value)

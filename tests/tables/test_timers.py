@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from rocksdict import Options, Rdict
 
 from pipeline.outcome import TimerWrite
+from pipeline.partitioning import Partitioning
 from pipeline.record import Timer
 from pipeline.step import timer_firing
 from tables.keys import encode_key
@@ -61,7 +62,9 @@ def test_due_finds_what_is_due_with_its_tenant(tmp_path: Path) -> None:
         store.db[k] = v
     found = list(due(store, 0, 2_000))
     assert [read_index_key(d.key)[2] for d in found] == ["a", "b"]
-    assert {d.tenant for d in found} == {b"acme"}
+    assert {d.kafka_key for d in found} == {b"acme"}
+    hot = Partitioning(hot_tenants=frozenset({"acme"}))
+    assert {d.kafka_key for d in due(store, 0, 2_000, hot)} == {b"acme/c1"}
     assert b'"timer":"b"' in found[1].firing
     # Moving a timer deletes its old entry.
     moved = TimerWrite("a", 1_500, None)
