@@ -139,11 +139,8 @@ def add_api(app: GarrisonApp) -> None:
             return error(view, 409, SPREAD)
         out: list[dict[str, Any]] = []
         last = None
-        start = prefix if after is None else after + b"\x00"  # the first key after it
-        for key, value in app.state_store.scan(partition(tenant), start):
-            if not key.startswith(prefix):
-                last = None
-                break
+        start = None if after is None else after + b"\x00"  # the first key after it
+        for key, value in app.state_store.scan_prefix(partition(tenant), prefix, start):
             rec = load_record(value)
             if rec.state is None:
                 continue  # an ended instance's tombstone

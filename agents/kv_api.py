@@ -82,14 +82,12 @@ def add_kv_api(app: GarrisonApp) -> None:
         known = ", ".join(sorted(scopes)) or "none"
         return error(view, 404, f"no scope {scope!r}; this app declares: {known}", missing="scope")
 
-    def keys(tenant: str, scope: str, start: bytes | None = None) -> Iterator[tuple[bytes, Record]]:
-        """The scope's records from ``start`` (default its first key), in key order."""
+    def keys(tenant: str, scope: str, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """The scope's stored records from ``start`` (default its first key), in key
+        order, undecoded (a listing with a prefix decodes only the ones it keeps)."""
         prefix = tenant_prefix(tenant, scope_machine(scope))
-        store = app.state_store
-        for raw, value in store.scan(partition_of(tenant.encode(), partitions), start or prefix):
-            if not raw.startswith(prefix):
-                return
-            yield raw, load_record(value)
+        partition = partition_of(tenant.encode(), partitions)
+        return app.state_store.scan_prefix(partition, prefix, start)
 
     def key_of(raw: bytes, tenant: str, scope: str) -> str:
         name, _ = read_part(raw, len(tenant_prefix(tenant, scope_machine(scope))))
@@ -119,7 +117,7 @@ def add_kv_api(app: GarrisonApp) -> None:
             for name in sorted(scopes):
                 if scope_machine(name) in hot.hot_machines:
                     continue  # keyed by key: its keys are not all here
-                live = (k for k, rec in keys(tenant, name) if _live(rec, now))
+                live = (k for k, v in keys(tenant, name) if _live(load_record(v), now))
                 if counting:
                     n = sum(1 for _ in live)
                     if n:
@@ -152,9 +150,9 @@ def add_kv_api(app: GarrisonApp) -> None:
             now = int(time.time() * 1000)
 
             def matching(start: bytes | None) -> Iterator[tuple[bytes, str, Record]]:
-                for raw, rec in keys(tenant, scope, start):
+                for raw, value in keys(tenant, scope, start):
                     name = key_of(raw, tenant, scope)
-                    if name.startswith(prefix) and _live(rec, now):
+                    if name.startswith(prefix) and _live(rec := load_record(value), now):
                         yield raw, name, rec
 
             out: list[dict[str, Any]] = []

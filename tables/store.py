@@ -145,9 +145,12 @@ class PartitionStore:
                 yield key, bytes(it.value())
                 it.next()
 
-    def scan_prefix(self, partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Every key starting with ``prefix``."""
-        for key, value in self.scan(partition, prefix):
+    def scan_prefix(
+        self, partition: int, prefix: bytes, start: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Every key starting with ``prefix``, from ``start`` (a key within the prefix:
+        where a page of a listing goes on) or the first."""
+        for key, value in self.scan(partition, prefix if start is None else max(start, prefix)):
             if not key.startswith(prefix):
                 return
             yield key, value

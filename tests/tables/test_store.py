@@ -61,6 +61,8 @@ def test_a_database_with_the_memtable_filter_reads_back_what_was_written(
     assert all(get(key) is None for key in keys[1000:])  # absent keys: the filter's case
     store.write(1, {keys[0]: None})
     assert store.get(1, keys[0]) is None
-    assert list(store.scan_prefix(1, b"t1\x00")) == sorted(
-        (key, b"v" + key) for key in keys[:1000] if key.startswith(b"t1\x00")
-    )
+    listed = sorted((key, b"v" + key) for key in keys[:1000] if key.startswith(b"t1\x00"))
+    assert list(store.scan_prefix(1, b"t1\x00")) == listed
+    # From a key within the prefix (a page goes on), and a start before it is the prefix.
+    assert list(store.scan_prefix(1, b"t1\x00", listed[3][0])) == listed[3:]
+    assert list(store.scan_prefix(1, b"t1\x00", b"")) == listed
