@@ -10,12 +10,13 @@ batch's records not yet in RocksDB: :func:`merge` lays them over the store's sca
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from pipeline.address import MAX_ID_LENGTH
 from pipeline.record import Record, load_record
 from tables.keys import tenant_prefix
 
-__all__ = ["instance_ranges", "merge"]
+__all__ = ["in_ranges", "instance_ranges", "merge"]
 
 # Instance ids are ASCII (pipeline.address), so no key byte after a prefix is 0xff.
 _TOP = b"\xff"
@@ -30,6 +31,21 @@ def instance_ranges(tenant: str, machine: str, prefix: str = "") -> list[tuple[b
     raw = prefix.encode()
     starts = sorted(base + b"%d:" % size + raw for size in range(len(raw), MAX_ID_LENGTH + 1))
     return [(start, start + _TOP) for start in starts]
+
+
+def in_ranges(db: Any, ranges: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+    """A RocksDB's (rocksdict ``Rdict``, raw mode) keys and values within each ``(start,
+    stop)`` range, the ranges one after another, with one iterator: a seek per range,
+    as a collect by id prefix is many short ones."""
+    it = db.iter()
+    for start, stop in ranges:
+        it.seek(start)
+        while it.valid():
+            key = bytes(it.key())
+            if key >= stop:
+                break
+            yield key, bytes(it.value())
+            it.next()
 
 
 def merge(

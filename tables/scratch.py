@@ -13,7 +13,7 @@ from rocksdict import Options, Rdict
 from pipeline.address import Address
 from pipeline.record import Record, load_record
 from tables.keys import encode_key, read_part, tenant_prefix
-from tables.scan import instance_ranges
+from tables.scan import in_ranges, instance_ranges
 
 __all__ = ["DiskScratch"]
 
@@ -49,15 +49,8 @@ class DiskScratch:
         """The records of ``machine``'s instances of ``tenant`` whose id starts with
         ``prefix``, in key order (the live store's)."""
         skip = len(tenant_prefix(tenant, machine))
-        it = self._db.iter()
-        for start, stop in instance_ranges(tenant, machine, prefix):
-            it.seek(start)
-            while it.valid():
-                key = bytes(it.key())
-                if key >= stop:
-                    break
-                yield read_part(key, skip)[0], load_record(bytes(it.value()))
-                it.next()
+        for key, value in in_ranges(self._db, instance_ranges(tenant, machine, prefix)):
+            yield read_part(key, skip)[0], load_record(value)
 
     def clear(self) -> None:
         """Start afresh (a new database: faster than deleting every key)."""

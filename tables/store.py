@@ -16,6 +16,7 @@ from faust.stores.rocksdb import RocksDBOptions
 from rocksdict import Options, Rdict, WriteBatch
 
 from pipeline.settings import RocksDBSettings
+from tables.scan import in_ranges
 
 __all__ = ["PartitionStore"]
 
@@ -133,17 +134,8 @@ class PartitionStore:
     def scan_ranges(
         self, partition: int, ranges: Iterable[tuple[bytes, bytes]]
     ) -> Iterator[tuple[bytes, bytes]]:
-        """Key order within each ``(start, stop)`` range, the ranges one after another,
-        with one iterator (a seek per range: a collect by id prefix is many short ones)."""
-        it = self.db(partition).iter()
-        for start, stop in ranges:
-            it.seek(start)
-            while it.valid():
-                key = bytes(it.key())
-                if key >= stop:
-                    break
-                yield key, bytes(it.value())
-                it.next()
+        """Key order within each ``(start, stop)`` range (:func:`tables.scan.in_ranges`)."""
+        return in_ranges(self.db(partition), ranges)
 
     def scan_prefix(
         self, partition: int, prefix: bytes, start: bytes | None = None
