@@ -6,7 +6,10 @@ applies it; its rate is read as in the throughput run (state changes over their
 broker-stamped span). Then ``garrison replay`` runs in this process over the same
 events, comparing every change with the published one, timed from its call to its
 answer (start-up, the dead-letter read, the wait for the worker, everything), with one
-process per core (at most one per partition), as ``garrison replay --jobs 0`` does:
+process per CPU it may use (at most one per partition), as ``garrison replay --jobs 0``
+does: pinned like the worker, that is one CPU and one process (``bench/run --quick
+--only replay``, twice, 20 minutes apart on a machine busy with other runs: two
+processes taking turns on the one CPU replayed 11,238 events/s, one process 20,288):
 
 - ``replay_events_per_s``, ``dispatch_events_per_s`` and ``ratios.replay_vs_dispatch``
   (the target: 2x, a replay needs no transactions and writes nothing);
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import statistics
 import sys
 import time
@@ -132,7 +134,7 @@ async def _topic_reads(run: Run, port: str, workload: Workload) -> list[float]:
 async def measure_replay(ctx: PartContext) -> None:
     """The part: see the module doc."""
     from bench.app import registry
-    from garrison.replay import ReplayOptions, replay
+    from garrison.replay import ReplayOptions, replay, usable_cpus
     from pipeline.settings import KafkaSettings, Settings
 
     report = ctx.report
@@ -149,10 +151,10 @@ async def measure_replay(ctx: PartContext) -> None:
             app=run.app, kafka=KafkaSettings(bootstrap=run.bootstrap, partitions=run.partitions)
         )
         started = time.monotonic()
-        jobs = max(1, min(os.cpu_count() or 1, run.partitions))
         with run.affinity.on_system_cpu():  # replay is the system here: its CPU, pinned
+            jobs = min(usable_cpus(), run.partitions)  # what --jobs 0 makes of it
             result = await replay(
-                settings, registry, ReplayOptions(wait_s=120, jobs=jobs, spec="bench.app")
+                settings, registry, ReplayOptions(wait_s=120, jobs=0, spec="bench.app")
             )
         seconds = time.monotonic() - started
     finally:

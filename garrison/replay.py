@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import queue
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -45,7 +46,7 @@ from pipeline.replay import (
 from pipeline.settings import Settings, Topics
 from tables.scratch import DiskScratch
 
-__all__ = ["ReplayOptions", "ReplayResult", "replay"]
+__all__ = ["ReplayOptions", "ReplayResult", "replay", "usable_cpus"]
 
 Progress = Callable[[int, int], None]
 """Told how many events were read so far, and how many instances differ."""
@@ -56,7 +57,8 @@ class ReplayOptions:
     """What to replay: the instances (``only``), a start (``since_ms``, a record time, or
     ``from_offset``) and an end (``until_ms`` or ``to_offset``, exclusive) on the
     events topic; where the scratch records live; how long to wait for the worker; how
-    many processes share the partitions (``jobs`` > 1 needs the app's ``spec``)."""
+    many processes share the partitions (``jobs`` > 1 needs the app's ``spec``; 0: one
+    per CPU this process may run on, :func:`usable_cpus`)."""
 
     only: AddressFilter = AddressFilter()
     since_ms: int | None = None
@@ -91,6 +93,15 @@ class ReplayResult:
     def identical(self) -> bool:
         """Whether no instance parts from what the pipeline published."""
         return self.stats.diverged == 0
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity (a cpuset, ``taskset``), which
+    ``os.cpu_count`` ignores; two processes on one CPU only take turns."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 async def replay(
@@ -130,7 +141,7 @@ async def replay(
     await wait_applied(settings, {p: b[1] for p, b in where.items()}, opts.wait_s)
     dead = await dead_lettered(settings)
     setup = time.monotonic() - started
-    jobs = min(opts.jobs, len(where))
+    jobs = min(opts.jobs if opts.jobs > 0 else usable_cpus(), len(where))
     if jobs > 1:
         if opts.spec is None:
             raise GarrisonError("a replay with jobs > 1 needs the app's module path (spec)")

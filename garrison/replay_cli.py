@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from typing import Any
 
 import click
@@ -48,7 +47,7 @@ __all__ = ["replay"]
     type=int,
     default=1,
     show_default=True,
-    help="processes sharing the partitions (0: one per core)",
+    help="processes sharing the partitions (0: one per CPU it may run on)",
 )
 @click.option("--show", type=int, default=20, show_default=True, help="differences printed")
 @click.option("--json", "as_json", is_flag=True, help="the result as one JSON document")
@@ -81,7 +80,7 @@ def replay(
         to_offset,
         scratch,
         wait_s,
-        jobs=jobs if jobs > 0 else os.cpu_count() or 1,
+        jobs=jobs,
         spec=app,
     )
     bar = Progress("replay")
