@@ -19,7 +19,7 @@ import faust
 from faust.types import TP
 
 from agents.api import add_api, faust_web_options
-from agents.consumer import Transport, position_of
+from agents.consumer import Transport, consumer_thread
 from agents.dispatch import Dispatcher
 from agents.metrics import WorkerMetrics, add_metrics_route
 from agents.recovery import TableManagerWithBulkRecovery, catch_up
@@ -145,12 +145,15 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
         await catch_up(app, partitions)
 
     async def _position(partition: int, offset: int, generation: int) -> bool:
-        seek_and_resume = position_of(app)
-        return bool(await seek_and_resume(partition, offset, generation))
+        return await consumer_thread(app).seek_and_resume(partition, offset, generation)
+
+    async def _hold(partition: int, held: bool, generation: int) -> None:
+        await consumer_thread(app).hold(partition, held, generation)
 
     app.standby = StandbyTailer(app)
     app.dispatcher.catch_up = _catch_up
     app.dispatcher.position = _position
+    app.dispatcher.hold = _hold
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # Faust's signal typing
     async def _revoked(sender: Any, revoked: set[TP], **_: Any) -> None:

@@ -36,7 +36,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 if TYPE_CHECKING:
     from agents.app import GarrisonApp
 
-__all__ = ["Transport", "position_of"]
+__all__ = ["Transport", "consumer_thread"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,29 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
         return bool(await self.call_thread(seek))
 
+    async def hold(self, partition: int, held: bool, generation: int) -> None:
+        """Pause (``held``) or resume the events ``partition`` for a lane whose inbox is
+        full or has room again, if this worker still owns it in ``generation``: a lane
+        of an earlier generation never touches the partition of the current one."""
+        events = cast("GarrisonApp", self.app).settings.topics.events
+        consumer = self._ensure_consumer()
+        tp = TopicPartition(events, partition)
+
+        async def valve() -> None:
+            if consumer._coordinator.generation != generation:  # noqa: SLF001
+                return
+            if tp not in consumer.assignment():
+                return
+            # aiokafka's pause drops what its fetcher holds for the partition and keeps
+            # the position after the last record handed out (in the lane's inbox); the
+            # resume fetches from there, which also wakes the fetch loop.
+            if held:
+                consumer.pause(tp)
+            else:
+                consumer.resume(tp)
+
+        await self.call_thread(valve)
+
 
 class _Consumer(faust_aiokafka.Consumer):
     RebalanceListener = _Listener
@@ -141,7 +164,7 @@ class _Consumer(faust_aiokafka.Consumer):
                 chunk = records.pop(tp)  # type: ignore[attr-defined]  # a dict at run time
                 lane = dispatcher.lane(tp.partition)
                 if lane is not None and lane.generation == generation and lane.serving:
-                    await lane.put(chunk)
+                    lane.offer(chunk)
         return records, active
 
 
@@ -151,7 +174,6 @@ class Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
 
 
-def position_of(app: GarrisonApp) -> Any:
-    """``seek_and_resume(partition, offset, generation)`` of ``app``'s consumer thread."""
-    thread = cast(_ConsumerThread, app.consumer._thread)  # type: ignore[attr-defined]  # noqa: SLF001
-    return thread.seek_and_resume
+def consumer_thread(app: GarrisonApp) -> _ConsumerThread:
+    """``app``'s consumer thread: ``seek_and_resume`` and ``hold`` of its partitions."""
+    return cast(_ConsumerThread, app.consumer._thread)  # type: ignore[attr-defined]  # noqa: SLF001

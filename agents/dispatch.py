@@ -97,9 +97,11 @@ class Dispatcher:
         self.failed = asyncio.Event()
         self.on_failure: Callable[[], None] | None = None
         # Hooks the worker app sets: bring the local stores of some partitions up to
-        # their changelogs' ends; seek an events partition and resume it.
+        # their changelogs' ends; seek an events partition and resume it; pause an
+        # events partition (True) or resume it, for a lane of a generation.
         self.catch_up: Callable[[set[int]], Awaitable[None]] = _nothing
         self.position: Callable[[int, int, int], Awaitable[bool]] = _anywhere
+        self.hold: Callable[[int, bool, int], Awaitable[None]] = _never_held
         self.generation = -1  # the generation the lanes were last activated for
         self.active = asyncio.Event()  # every lane of that generation serves
 
@@ -161,3 +163,7 @@ async def _nothing(partitions: set[int]) -> None:
 
 async def _anywhere(partition: int, offset: int, generation: int) -> bool:
     return True
+
+
+async def _never_held(partition: int, held: bool, generation: int) -> None:
+    return None

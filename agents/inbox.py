@@ -1,52 +1,55 @@
 """A lane's input: the fetched records handed to it and not yet taken.
 
 The worker's one fetch loop hands each partition's records to its lane; the lane takes
-them as it applies batches. The queue is bounded by records, not chunks: at a paced rate
-chunks are tiny, and a bound on chunks would stall the shared fetch loop behind one lane
-that is committing; at 4 batches' worth the fetch loop waits (backpressure). Records a
-lane gives back (a batch to redo, the rest of a chunk that overfilled a batch) are taken
-first, in order.
+them as it applies batches. The queue is bounded by records, not chunks (at a paced rate
+chunks are tiny). Handing records over never waits: a fetch loop that waited for one
+lane's room stalled every other partition of the worker behind it (one tenant over its
+lane's bound held up every tenant, not only the ones sharing its partition). Instead, at
+``limit`` records the inbox says it is full (:meth:`add` returns True) and the lane has
+its partition paused in the consumer (``agents.consumer``); once the lane has taken it
+down to half, ``on_room`` runs and the partition resumes. Records a lane gives back (a batch to redo,
+the rest of a chunk that overfilled a batch) are taken first, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ["Inbox"]
 
 
 class Inbox:
-    """Chunks of fetched records, in order, bounded by ``limit`` records."""
+    """Chunks of fetched records, in order; full at ``limit`` records, with room again
+    at half of it (``on_room`` is told)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_room: Callable[[], None] | None = None) -> None:
         self.limit = limit
+        self.on_room = on_room
         self._queue: asyncio.Queue[Sequence[Any]] = asyncio.Queue()
         self.queued = 0
         self.front: Sequence[Any] = ()  # taken before the queue: a redo, a rest
-        self._room = asyncio.Event()
-        self._room.set()
+        self.full = False
         self.closed = False
 
-    async def put(self, chunk: Sequence[Any]) -> None:
-        """Queue a fetched chunk; waits while ``limit`` records are queued already."""
-        await self._room.wait()
+    def add(self, chunk: Sequence[Any]) -> bool:
+        """Queue a fetched chunk (dropped once closed); True if the inbox is full now."""
         if self.closed:
-            return
+            return False
         self.queued += len(chunk)
-        if self.queued >= self.limit:
-            self._room.clear()
         self._queue.put_nowait(chunk)
+        if self.queued >= self.limit:
+            self.full = True
+        return self.full
 
     def give_back(self, records: Sequence[Any]) -> None:
         """Records to take again before anything else (those not committed)."""
         self.front = [*records, *self.front]
 
     def close(self) -> None:
-        """Nothing more is taken: a fetch loop waiting to put returns at once."""
+        """Nothing more is taken: what is added from now on is dropped."""
         self.closed = True
-        self._room.set()
 
     async def next(
         self, *, until: asyncio.Future[Any] | None = None, timeout: float | None = None
@@ -71,6 +74,8 @@ class Inbox:
 
     def _took(self, chunk: Sequence[Any]) -> Sequence[Any]:
         self.queued -= len(chunk)
-        if self.queued < self.limit:
-            self._room.set()
+        if self.full and self.queued <= self.limit // 2:
+            self.full = False
+            if self.on_room is not None:
+                self.on_room()
         return chunk

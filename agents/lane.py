@@ -99,7 +99,10 @@ class Lane:
         self.generation = generation  # the group generation it was started in
         self.serving = False  # its partition is sought and resumed: records may come
         self.tp = TopicPartition(dispatcher.settings.topics.events, partition)
-        self.inbox = Inbox(4 * dispatcher.settings.batch_size)
+        self.inbox = Inbox(4 * dispatcher.settings.batch_size, on_room=self._release)
+        self.held = False  # the inbox is full: the partition is (to be) paused
+        self._paused = False  # what the consumer was last told
+        self._valve: asyncio.Task[None] | None = None
         self.producer: AIOKafkaProducer | None = None
         self.task: asyncio.Task[None] | None = None
         self.closed = False
@@ -147,16 +150,40 @@ class Lane:
     async def stop(self) -> None:
         """Stop: what is not committed is aborted (the next owner consumes it again)."""
         self.closed = True
-        self.inbox.close()  # a fetch loop waiting to put here must not wait for ever
+        self.inbox.close()
+        if self._valve is not None:  # the next lane seeks and resumes the partition itself
+            self._valve.cancel()
+            await asyncio.gather(self._valve, return_exceptions=True)
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
         if self.producer is not None:
             await close_producer(self.producer)
 
-    async def put(self, chunk: Sequence[Any]) -> None:
-        """Hand the lane fetched records (waits while it has 4 batches' worth)."""
-        await self.inbox.put(chunk)
+    def offer(self, chunk: Sequence[Any]) -> None:
+        """Hand the lane fetched records. Never waits: at 4 batches' worth queued, the
+        partition is paused in the consumer until the lane has taken half of it
+        (:mod:`agents.inbox`), and the other partitions keep coming."""
+        if self.inbox.add(chunk) and not self.held:
+            self.held = True
+            self._turn_valve()
+
+    def _release(self) -> None:
+        if self.held:
+            self.held = False
+            self._turn_valve()
+
+    def _turn_valve(self) -> None:
+        if not self.closed and (self._valve is None or self._valve.done()):
+            self._valve = asyncio.create_task(self._follow_held())
+
+    async def _follow_held(self) -> None:
+        """Tell the consumer to pause or resume the partition until it has been told
+        what ``held`` says now: one call at a time, in order."""
+        while self._paused != self.held and not self.closed:
+            want = self.held
+            await self.d.hold(self.partition, want, self.generation)
+            self._paused = want
 
     async def _new_producer(self) -> AIOKafkaProducer:
         s = self.d.settings
