@@ -9,7 +9,17 @@ record's verdict in a plain dict per batch (a tuple key and a dict update), and
 :meth:`WorkerMetrics.committed` adds those counts to the counters once per committed
 transaction, so what is counted is what Kafka committed (a redone batch is counted
 once). Gauges that describe a moment (consumer lag, queued records, the store's size,
-readiness) are read when Prometheus scrapes, by :class:`_WorkerState`, and cost nothing in between.
+readiness) are read when Prometheus scrapes, by :class:`_WorkerState`, and cost nothing in
+between.
+
+What that costs, measured on the bench's records: the tally's lines about 0.2 us a
+record, with metrics off too (:class:`agents.dispatch.DispatchStats` adds it up);
+:meth:`WorkerMetrics.committed` 4 us a batch in a tight loop, and 30 us when it follows
+``Lane._prepare`` of a batch (an in-memory store for RocksDB; its code out of the
+caches by then): 0.015 us a record in a catch-up batch of 2,000,
+0.1 us in one of 100, against the worker's 55 to 64 us. A py-spy profile of a worker
+catching up on 200k events had no sample in this module or in ``prometheus_client``
+outside the imports.
 
 Labels: ``machine`` on event counts, ``stage`` and ``machine`` on dead letters (a record
 that could not be read has ``machine=""``), ``partition`` on the per-partition gauges,
