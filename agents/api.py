@@ -40,9 +40,7 @@ __all__ = ["add_api", "faust_web_options"]
 def faust_web_options(web_settings: WebSettings) -> dict[str, Any]:
     """Faust's web settings: garrison's server, with Faust's own routes off (its
     ``/table/`` views serve raw records of any tenant, ``/router/`` the topology)."""
-    host = web_settings.host
-    if host is None:
-        host = web_settings.bind if web_settings.bind not in ("0.0.0.0", "::") else None
+    host = web_settings.advertised_host
     options: dict[str, Any] = {
         "web_enabled": web_settings.enabled,
         "web_bind": web_settings.bind,

@@ -7,8 +7,8 @@ lane's room stalled every other partition of the worker behind it (one tenant ov
 lane's bound held up every tenant, not only the ones sharing its partition). Instead, at
 ``limit`` records the inbox says it is full (:meth:`add` returns True) and the lane has
 its partition paused in the consumer (``agents.consumer``); once the lane has taken it
-down to half, ``on_room`` runs and the partition resumes. Records a lane gives back (a batch to redo,
-the rest of a chunk that overfilled a batch) are taken first, in order.
+down to half, ``on_room`` runs and the partition resumes. Records a lane gives back (a
+batch to redo, the rest of a chunk that overfilled a batch) are taken first, in order.
 """
 
 from __future__ import annotations

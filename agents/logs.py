@@ -78,8 +78,7 @@ def announce_ready(
 ) -> None:
     """The one ready line of an activation (see the module doc for its level)."""
     web = settings.web
-    # The address others reach it at, as agents.api.faust_web_options advertises it.
-    host = web.host or (web.bind if web.bind not in ("0.0.0.0", "::") else socket.gethostname())
+    host = web.advertised_host or socket.gethostname()  # as Faust advertises it
     where = f"http://{host}:{port or web.port}" if web.enabled else "off"
     shown = "" if role != "worker" else f", partitions {list(partitions) or 'none'}"
     ready_log.warning(

@@ -120,6 +120,14 @@ class WebSettings(BaseModel):
     )
 
     @property
+    def advertised_host(self) -> str | None:
+        """The host others reach this server at: ``host``, else the bind address unless
+        it binds every address; None then (this machine's hostname, Faust's default)."""
+        if self.host is not None:
+            return self.host
+        return self.bind if self.bind not in ("0.0.0.0", "::") else None
+
+    @property
     def guarded(self) -> bool:
         """Whether reads need a token."""
         return bool(self.tokens) or self.operator_token is not None

@@ -250,3 +250,18 @@ def test_a_service_reply_carries_the_commands_trace_context() -> None:
     command = event("stock.reserve")._replace(traceparent=PARENT, tracestate="k=v")
     reply = reply_to(command, "stock.reserved", {}, source="/service/stock")
     assert (reply.traceparent, reply.tracestate, reply.parentid) == (PARENT, "k=v", command.id)
+
+
+def test_the_ready_line_and_faust_advertise_the_same_host(caplog: pytest.LogCaptureFixture) -> None:
+    from agents.api import faust_web_options
+    from pipeline.settings import WebSettings
+
+    assert WebSettings(bind="10.0.0.5").advertised_host == "10.0.0.5"
+    assert WebSettings(bind="0.0.0.0", host="worker-2").advertised_host == "worker-2"
+    every = WebSettings(bind="0.0.0.0")
+    assert every.advertised_host is None  # this machine's hostname
+    assert "web_host" not in faust_web_options(every)  # Faust's own default: the hostname
+    assert faust_web_options(WebSettings(bind="0.0.0.0", host="w2"))["web_host"] == "w2"
+    with caplog.at_level(logging.WARNING, logger="garrison.ready"):
+        announce_ready(Settings(web={"bind": "0.0.0.0", "host": "w2", "port": 7001}), [0])
+    assert "web http://w2:7001" in caplog.text
