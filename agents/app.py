@@ -19,7 +19,7 @@ import faust
 from faust.types import TP
 
 from agents.api import add_api, faust_web_options
-from agents.consumer import Transport, position_of
+from agents.consumer import Transport, group_offsets_of, position_of
 from agents.dispatch import Dispatcher
 from agents.metrics import WorkerMetrics, add_metrics_route
 from agents.recovery import TableManagerWithBulkRecovery, catch_up
@@ -138,9 +138,7 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
         table.key_serializer = table.value_serializer = "raw"  # type: ignore[attr-defined]
     app.state_store = PartitionStore(state, settings.rocksdb)
     app.timer_store = PartitionStore(timers, settings.rocksdb)
-    app.dispatcher = Dispatcher(
-        settings, registry, app.state_store, app.timer_store, group_id=settings.app
-    )
+    app.dispatcher = Dispatcher(settings, registry, app.state_store, app.timer_store)
 
     async def _catch_up(partitions: set[int]) -> None:
         await catch_up(app, partitions)
@@ -149,9 +147,14 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
         seek_and_resume = position_of(app)
         return bool(await seek_and_resume(partition, offset, generation))
 
+    async def _commit_offsets(offsets: dict[int, int], generation: int) -> bool:
+        commit_events = group_offsets_of(app)
+        return bool(await commit_events(offsets, generation))
+
     app.standby = StandbyTailer(app)
     app.dispatcher.catch_up = _catch_up
     app.dispatcher.position = _position
+    app.dispatcher.commit_offsets = _commit_offsets
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # Faust's signal typing
     async def _revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
@@ -175,12 +178,25 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
             log.error("an event reached the Faust stream; the dispatcher hook is broken")
 
     _add_timer_delivery(app)
+    _add_offset_commits(app)
     add_api(app)
     if settings.metrics.enabled:
         app.dispatcher.metrics = metrics = WorkerMetrics(settings)
         metrics.watch(app)
         add_metrics_route(app, metrics)
     return app
+
+
+def _add_offset_commits(app: GarrisonApp) -> None:
+    """Every ``offset_commit_interval_ms`` (100 ms at the least: 0 would spin), commit
+    the group's offsets of every lane of the worker, in one request, outside the lanes'
+    transactions (``Dispatcher.commit_group_offsets``)."""
+    interval = max(app.settings.offset_commit_interval_ms, 100) / 1000.0
+
+    @app.timer(interval=interval)  # type: ignore[untyped-decorator]
+    async def commit_group_offsets() -> None:
+        if app.serving:
+            await app.dispatcher.commit_group_offsets()
 
 
 def _add_timer_delivery(app: GarrisonApp) -> None:

@@ -20,10 +20,14 @@ load). Now, on every assignment:
    and resumes it, in one call in the consumer thread (``seek_and_resume``);
 4. fetched records go only to a lane activated in the current generation; anything
    else is dropped, which is safe because its partition is paused until a lane seeks it.
+
+The group's offsets of the events partitions are the dispatcher's to commit, outside
+the lanes' transactions, in the consumer thread (``commit_events``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
@@ -36,9 +40,11 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 if TYPE_CHECKING:
     from agents.app import GarrisonApp
 
-__all__ = ["Transport", "position_of"]
+__all__ = ["Transport", "group_offsets_of", "position_of"]
 
 log = logging.getLogger(__name__)
+
+_COMMIT_TIMEOUT_S = 10.0  # a group offset commit given up (the next one carries on)
 
 
 class _Listener(faust_aiokafka.ConsumerRebalanceListener):
@@ -123,6 +129,36 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
         return bool(await self.call_thread(seek))
 
+    async def commit_events(self, offsets: dict[int, int], generation: int) -> bool:
+        """Commit the group's offsets of events partitions (partition -> the next offset
+        to read) that this worker still owns in ``generation``, outside any
+        transaction; False if it owns none of them, the group has rebalanced, or Kafka
+        failed (the next call tries again)."""
+        events = cast("GarrisonApp", self.app).settings.topics.events
+        consumer = self._ensure_consumer()
+
+        async def commit() -> bool:
+            if consumer._coordinator.generation != generation:  # noqa: SLF001
+                return False
+            owned = consumer.assignment()
+            mine = {
+                tp: offset
+                for tp, offset in ((TopicPartition(events, p), o) for p, o in offsets.items())
+                if tp in owned
+            }
+            if not mine:
+                return False
+            try:
+                # aiokafka retries a retriable error for ever: a broker that is gone
+                # must not hold the next commit up.
+                await asyncio.wait_for(consumer.commit(mine), _COMMIT_TIMEOUT_S)
+            except (KafkaError, TimeoutError) as exc:  # CommitFailedError: rebalanced
+                log.info("committing the group's offsets failed, retrying later: %r", exc)
+                return False
+            return True
+
+        return bool(await self.call_thread(commit))
+
 
 class _Consumer(faust_aiokafka.Consumer):
     RebalanceListener = _Listener
@@ -149,6 +185,12 @@ class Transport(faust_aiokafka.Transport):
     """The aiokafka transport with garrison's consumer."""
 
     Consumer = _Consumer
+
+
+def group_offsets_of(app: GarrisonApp) -> Any:
+    """``commit_events(offsets, generation)`` of ``app``'s consumer thread."""
+    thread = cast(_ConsumerThread, app.consumer._thread)  # type: ignore[attr-defined]  # noqa: SLF001
+    return thread.commit_events
 
 
 def position_of(app: GarrisonApp) -> Any:
