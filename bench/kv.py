@@ -188,8 +188,7 @@ async def _applied_rate(app: _App, count: int, timeout_s: float) -> tuple[float 
     deadline = time.monotonic() + timeout_s
     last, stable = -1, 0
     async with Watcher(settings.kafka.bootstrap) as watch:
-        # Records and transaction markers: at least ``count`` once all are there. The
-        # group's own offsets may lag at rest (they go with the next transaction).
+        # Records and transaction markers: at least ``count`` once all are there.
         while stable < 4:
             await asyncio.sleep(0.5)
             if not app.worker.alive():
