@@ -137,9 +137,7 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
         table.key_serializer = table.value_serializer = "raw"  # type: ignore[attr-defined]
     app.state_store = PartitionStore(state, settings.rocksdb)
     app.timer_store = PartitionStore(timers, settings.rocksdb)
-    app.dispatcher = Dispatcher(
-        settings, registry, app.state_store, app.timer_store, group_id=settings.app
-    )
+    app.dispatcher = Dispatcher(settings, registry, app.state_store, app.timer_store)
 
     async def _catch_up(partitions: set[int]) -> None:
         await catch_up(app, partitions)
@@ -150,10 +148,14 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
     async def _hold(partition: int, held: bool, generation: int) -> None:
         await consumer_thread(app).hold(partition, held, generation)
 
+    async def _commit_offsets(offsets: dict[int, int], generation: int) -> bool:
+        return await consumer_thread(app).commit_events(offsets, generation)
+
     app.standby = StandbyTailer(app)
     app.dispatcher.catch_up = _catch_up
     app.dispatcher.position = _position
     app.dispatcher.hold = _hold
+    app.dispatcher.commit_offsets = _commit_offsets
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # Faust's signal typing
     async def _revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
@@ -177,12 +179,25 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
             log.error("an event reached the Faust stream; the dispatcher hook is broken")
 
     _add_timer_delivery(app)
+    _add_offset_commits(app)
     add_api(app)
     if settings.metrics.enabled:
         app.dispatcher.metrics = metrics = WorkerMetrics(settings)
         metrics.watch(app)
         add_metrics_route(app, metrics)
     return app
+
+
+def _add_offset_commits(app: GarrisonApp) -> None:
+    """Every ``offset_commit_interval_ms`` (100 ms at the least: 0 would spin), commit
+    the group's offsets of every lane of the worker, in one request, outside the lanes'
+    transactions (``Dispatcher.commit_group_offsets``)."""
+    interval = max(app.settings.offset_commit_interval_ms, 100) / 1000.0
+
+    @app.timer(interval=interval)  # type: ignore[untyped-decorator]
+    async def commit_group_offsets() -> None:
+        if app.serving:
+            await app.dispatcher.commit_group_offsets()
 
 
 def _add_timer_delivery(app: GarrisonApp) -> None:

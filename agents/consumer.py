@@ -20,10 +20,14 @@ load). Now, on every assignment:
    and resumes it, in one call in the consumer thread (``seek_and_resume``);
 4. fetched records go only to a lane activated in the current generation; anything
    else is dropped, which is safe because its partition is paused until a lane seeks it.
+
+The group's offsets of the events partitions are the dispatcher's to commit, outside
+the lanes' transactions, in the consumer thread (``commit_events``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
@@ -39,6 +43,8 @@ if TYPE_CHECKING:
 __all__ = ["Transport", "consumer_thread"]
 
 log = logging.getLogger(__name__)
+
+_COMMIT_TIMEOUT_S = 10.0  # a group offset commit given up (the next one carries on)
 
 
 class _Listener(faust_aiokafka.ConsumerRebalanceListener):
@@ -146,6 +152,36 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
         await self.call_thread(valve)
 
+    async def commit_events(self, offsets: dict[int, int], generation: int) -> bool:
+        """Commit the group's offsets of events partitions (partition -> the next offset
+        to read) that this worker still owns in ``generation``, outside any
+        transaction; False if it owns none of them, the group has rebalanced, or Kafka
+        failed (the next call tries again)."""
+        events = cast("GarrisonApp", self.app).settings.topics.events
+        consumer = self._ensure_consumer()
+
+        async def commit() -> bool:
+            if consumer._coordinator.generation != generation:  # noqa: SLF001
+                return False
+            owned = consumer.assignment()
+            mine = {
+                tp: offset
+                for tp, offset in ((TopicPartition(events, p), o) for p, o in offsets.items())
+                if tp in owned
+            }
+            if not mine:
+                return False
+            try:
+                # aiokafka retries a retriable error for ever: a broker that is gone
+                # must not hold the next commit up.
+                await asyncio.wait_for(consumer.commit(mine), _COMMIT_TIMEOUT_S)
+            except (KafkaError, TimeoutError) as exc:  # CommitFailedError: rebalanced
+                log.info("committing the group's offsets failed, retrying later: %r", exc)
+                return False
+            return True
+
+        return bool(await self.call_thread(commit))
+
 
 class _Consumer(faust_aiokafka.Consumer):
     RebalanceListener = _Listener
@@ -175,5 +211,6 @@ class Transport(faust_aiokafka.Transport):
 
 
 def consumer_thread(app: GarrisonApp) -> _ConsumerThread:
-    """``app``'s consumer thread: ``seek_and_resume`` and ``hold`` of its partitions."""
+    """``app``'s consumer thread: ``seek_and_resume``, ``hold`` and ``commit_events`` of
+    its events partitions."""
     return cast(_ConsumerThread, app.consumer._thread)  # type: ignore[attr-defined]  # noqa: SLF001

@@ -4,8 +4,10 @@ Records of ``<app>.events`` arrive in bulk from the worker's Faust consumer (see
 ``agents.app``), never through Faust's per-event stream, and go to the lane of their
 partition (``agents.lane``): it applies them with the pure decision
 (``pipeline.decision``) and commits each batch in one Kafka transaction. The consumer
-group's offsets go in a transaction at most every ``offset_commit_interval_ms``; records
-a new owner reads again below the stored offset are skipped unopened.
+group's offsets follow, outside the transactions: at most every
+``offset_commit_interval_ms`` the dispatcher commits, in one request, what its lanes
+have committed (:meth:`Dispatcher.commit_group_offsets`). Where a lane reads is the
+offset stored with its state; records a new owner reads below it are skipped unopened.
 """
 
 from __future__ import annotations
@@ -72,13 +74,11 @@ class Dispatcher:
         registry: Registry,
         state: PartitionStore,
         timers: PartitionStore,
-        group_id: str,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.state = state
         self.timers = timers
-        self.group_id = group_id
         self.rules = Rules(
             registry,
             settings.topics,
@@ -102,6 +102,10 @@ class Dispatcher:
         self.catch_up: Callable[[set[int]], Awaitable[None]] = _nothing
         self.position: Callable[[int, int, int], Awaitable[bool]] = _anywhere
         self.hold: Callable[[int, bool, int], Awaitable[None]] = _never_held
+        # Commit the group's offsets {partition: next offset} if this worker still owns
+        # them in the generation given; False if not.
+        self.commit_offsets: Callable[[dict[int, int], int], Awaitable[bool]] = _nowhere
+        self._group_offsets: dict[int, int] = {}  # what was last committed, this generation
         self.generation = -1  # the generation the lanes were last activated for
         self.active = asyncio.Event()  # every lane of that generation serves
 
@@ -122,6 +126,7 @@ class Dispatcher:
             return  # this generation's lanes serve already
         self.generation = generation
         self.active.clear()
+        self._group_offsets = {}  # another owner may have committed since
         stale = {p for p, lane in self._lanes.items() if lane.generation != generation}
         await self.revoke(stale | (set(self._lanes) - partitions))
         # A lane of this generation that a cancelled activation left behind is redone.
@@ -137,6 +142,33 @@ class Dispatcher:
             self.active.set()
             log.info("serving partitions %s", sorted(partitions) or "none")
             announce_ready(self.settings, sorted(partitions))
+
+    async def commit_group_offsets(self) -> bool:
+        """Commit the consumer group's offsets of the partitions this worker serves, up to
+        what their lanes have committed, where that moved since the last time; True if
+        there was nothing to commit or it was committed.
+
+        Outside any transaction, so no batch waits on it; never ahead of what is
+        committed, so a new owner reads again at most what was applied since. Exactness
+        does not depend on them (a lane reads from the offset stored with its state);
+        lag monitors read them. A worker that no longer owns a partition cannot commit
+        its offset: the group refuses a member of an older generation."""
+        generation = self.generation
+        due = {
+            p: lane.committed
+            for p, lane in self._lanes.items()
+            if lane.serving
+            and lane.generation == generation
+            and lane.committed >= 0
+            and self._group_offsets.get(p) != lane.committed
+        }
+        if not due:
+            return True
+        if not await self.commit_offsets(due, generation):
+            return False
+        if self.generation == generation:
+            self._group_offsets.update(due)
+        return True
 
     async def revoke(self, partitions: set[int]) -> None:
         """Stop the lanes of revoked partitions; their uncommitted work is aborted and
@@ -167,3 +199,7 @@ async def _anywhere(partition: int, offset: int, generation: int) -> bool:
 
 async def _never_held(partition: int, held: bool, generation: int) -> None:
     return None
+
+
+async def _nowhere(offsets: dict[int, int], generation: int) -> bool:
+    return False

@@ -175,7 +175,11 @@ async def transactional_producer(
                 transactional_id=transactional_id,
                 enable_idempotence=True,
                 acks="all",
-                linger_ms=2,
+                # The lanes' Outbox hands over whole record batches, once the batch is
+                # complete: lingering only held the Produce back after AddPartitionsToTxn
+                # returned (2 ms: 16.0 -> 13.1 ms at p50 from AddPartitionsToTxn's answer
+                # to the records' delivery, at 200 client.update/s on the local broker).
+                linger_ms=0,
                 # The offsets of a new transaction can meet the previous one's still being
                 # completed (CONCURRENT_TRANSACTIONS); retry soon, not in 100 ms.
                 retry_backoff_ms=10,

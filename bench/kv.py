@@ -3,8 +3,11 @@
 In one run, on the local broker:
 
 - **echo**, the floor of any answered write: a request produced to a topic, consumed
-  and produced again by an echo loop (plain aiokafka, no transaction, no state), and
-  consumed by the requester; the same producer and consumer settings as the client's;
+  and produced again by an echo loop (plain aiokafka, no transaction, no state:
+  ``bench/echo.py``), and consumed by the requester; the same producer and consumer
+  settings as the client's. The echo loop is a process of its own, started like the
+  worker (on the system CPU when the run is pinned, as every worker of this part), so
+  both cross the same processes and CPUs;
 - **update**: ``client.update`` on the bench's counter machine at the same fixed rate,
   timed from the call to its answer (send, the worker's transaction, the answer read
   back by the client's one correlating consumer);
@@ -24,6 +27,7 @@ the throughput table's garrison run, when it ran).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +37,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agents.topics import ensure_topics
+from bench.echo import ECHO_CONSUMER, ECHO_PRODUCER
 from bench.kv_app import SCOPE
 from bench.parts import PARTS, PartContext
 from bench.system import Process, Run, free_port, garrison_env
@@ -60,7 +65,8 @@ def _app(run: Run, suffix: str) -> _App:
     port = free_port()
     env = {**garrison_env(run, run.work_dir / name, port), "GARRISON_APP": name}
     argv = [sys.executable, "-m", "garrison", "worker", "bench.kv_app"]
-    worker = Process(f"kv-{suffix}", argv, env, run.log_dir / f"kv-{suffix}.log")
+    log = run.log_dir / f"kv-{suffix}.log"
+    worker = Process(f"kv-{suffix}", argv, env, log, run.affinity)  # a system: its CPU
     run.processes.append(worker)
     settings = Settings.model_validate(
         {
@@ -106,35 +112,21 @@ async def _echo_topics(bootstrap: str, prefix: str, partitions: int) -> tuple[st
     return names
 
 
-async def _echo(bootstrap: str, topics: tuple[str, str], rate: float, seconds: float
-                ) -> list[float]:  # fmt: skip
-    """Latencies of a request echoed back through two topics (see the module doc)."""
+async def _echo(run: Run, topics: tuple[str, str], rate: float, seconds: float) -> list[float]:
+    """Latencies of a request echoed back through two topics (see the module doc): the
+    requester here, the echo loop a process of its own where the worker would be."""
     requests, replies = topics
-    consumer_options: dict[str, Any] = {
-        "bootstrap_servers": bootstrap,
-        "enable_auto_commit": False,
-        "isolation_level": "read_committed",
-        "fetch_max_wait_ms": 100,  # as the client's correlator
-    }
-    producer_options: dict[str, Any] = {
-        "bootstrap_servers": bootstrap,
-        "enable_idempotence": True,
-        "linger_ms": 5,  # as the client's producer
-    }
-    client = AIOKafkaProducer(**producer_options)
-    echoer = AIOKafkaProducer(**producer_options)
-    inbound = AIOKafkaConsumer(requests, auto_offset_reset="latest", **consumer_options)
-    answers = AIOKafkaConsumer(replies, auto_offset_reset="latest", **consumer_options)
-    for c in (client, echoer, inbound, answers):
+    argv = [sys.executable, "-m", "bench.echo", "--bootstrap", run.bootstrap]
+    argv += ["--requests", requests, "--replies", replies]
+    echoer = Process("kv-echo", argv, {}, run.log_dir / "kv-echo.log", run.affinity)
+    run.processes.append(echoer)
+    client = AIOKafkaProducer(bootstrap_servers=run.bootstrap, **ECHO_PRODUCER)
+    answers = AIOKafkaConsumer(
+        replies, bootstrap_servers=run.bootstrap, auto_offset_reset="latest", **ECHO_CONSUMER
+    )
+    for c in (client, answers):
         await c.start()
     waiting: dict[bytes, asyncio.Future[None]] = {}
-
-    async def echo() -> None:
-        while True:
-            batch = await inbound.getmany(timeout_ms=1000)
-            for records in batch.values():
-                for rec in records:
-                    await echoer.send(replies, rec.value, key=rec.key)
 
     async def collect() -> None:
         while True:
@@ -145,27 +137,47 @@ async def _echo(bootstrap: str, topics: tuple[str, str], rate: float, seconds: f
                     if future is not None and not future.done():
                         future.set_result(None)
 
-    loops = [asyncio.create_task(echo()), asyncio.create_task(collect())]
-    for c in (inbound, answers):  # resolve "latest" before anything is sent
-        while not c.assignment():
-            await asyncio.sleep(0.05)
-        for tp in c.assignment():
-            await c.position(tp)
-
     async def call(i: int) -> None:
         token = b"r%d" % i
         future = waiting[token] = asyncio.get_running_loop().create_future()
         await client.send(requests, token, key=b"t%d" % (i % 200))
         await asyncio.wait_for(future, 30)
 
+    loop = asyncio.create_task(collect())
     try:
+        while not answers.assignment():  # resolve "latest" before anything is sent
+            await asyncio.sleep(0.05)
+        for tp in answers.assignment():
+            await answers.position(tp)
+        echoer.start()
+        await _echoing(echoer, client, requests, waiting)
         return await _paced(rate, seconds, 2.0, call)
     finally:
-        for task in loops:
-            task.cancel()
-        await asyncio.gather(*loops, return_exceptions=True)
-        for c in (client, echoer, inbound, answers):
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        for c in (client, answers):
             await c.stop()
+        await asyncio.to_thread(echoer.stop)
+
+
+async def _echoing(echoer: Process, client: AIOKafkaProducer, requests: str,
+                   waiting: dict[bytes, asyncio.Future[None]]) -> None:  # fmt: skip
+    """Ping until the echo loop answers (what it reads starts at the topic's end once its
+    consumer is up: pings before that are lost)."""
+    deadline = time.monotonic() + 60
+    for n in itertools.count():
+        if not echoer.alive():
+            raise RuntimeError(f"the echo loop exited; see {echoer.log_path}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the echo loop never answered; see {echoer.log_path}")
+        token = b"ping%d" % n
+        future = waiting[token] = asyncio.get_running_loop().create_future()
+        await client.send(requests, token, key=token)
+        try:
+            await asyncio.wait_for(future, 0.5)
+            return
+        except TimeoutError:
+            waiting.pop(token, None)
 
 
 async def _applied_rate(app: _App, count: int, timeout_s: float) -> tuple[float | None, str]:
@@ -176,8 +188,7 @@ async def _applied_rate(app: _App, count: int, timeout_s: float) -> tuple[float 
     deadline = time.monotonic() + timeout_s
     last, stable = -1, 0
     async with Watcher(settings.kafka.bootstrap) as watch:
-        # Records and transaction markers: at least ``count`` once all are there. The
-        # group's own offsets may lag at rest (they go with the next transaction).
+        # Records and transaction markers: at least ``count`` once all are there.
         while stable < 4:
             await asyncio.sleep(0.5)
             if not app.worker.alive():
@@ -254,7 +265,7 @@ async def measure_kv(ctx: PartContext) -> None:
     kv_app = apps["set"]  # its worker stays up for the latencies
 
     print(f"  kv: echo and client.update at {rate:.0f}/s for {seconds:.0f} s each ...")
-    echo = await _echo(run.bootstrap, echo_topics, rate, seconds)
+    echo = await _echo(run, echo_topics, rate, seconds)
     async with Client(kv_app.settings, source="bench") as client:
 
         async def update(i: int) -> None:

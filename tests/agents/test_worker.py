@@ -14,7 +14,8 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline import Event, encode_event
 from pipeline.deadletter import DeadLetter
@@ -267,10 +268,10 @@ async def test_durable_timers_fire_once_and_periodically_then_cancel(
 async def test_a_restarted_worker_skips_what_it_applied_by_the_stored_offset(
     wipe: bool, kafka_bootstrap: str, unique: Callable[[str], str], data_dir: Path, tmp_path: Path
 ) -> None:
-    # The group's offset is committed once (the first transaction) and the de-duplication
-    # window is one id: after a SIGKILL the worker consumes again from the group's offset,
-    # and only the offset kept with the state (in RocksDB, or restored from the
-    # changelog when the disk is wiped) keeps it from applying those events twice.
+    # The group's offsets are never committed (the interval is an hour) and the
+    # de-duplication window is one id: after a SIGKILL only the offset kept with the
+    # state (in RocksDB, or restored from the changelog when the disk is wiped) keeps
+    # the worker from applying those events twice.
     env = settings_env(
         kafka_bootstrap,
         unique("app"),
@@ -320,3 +321,48 @@ async def test_a_restarted_worker_skips_what_it_applied_by_the_stored_offset(
         worker.stop()
     seqs = [orjson.loads(rec.value)["seq"] for rec in changes]
     assert seqs == list(range(1, 401)), f"{len(seqs)} state changes for 400 events"
+
+
+async def test_the_groups_offsets_follow_what_the_lanes_committed_at_rest(
+    kafka_bootstrap: str, worker: WorkerProcess, worker_env: dict[str, str]
+) -> None:
+    # A burst applied well within one commit interval, then nothing: the group's offsets
+    # reach the end of every events partition soon after, without another transaction
+    # to carry them (the dispatcher commits them on its own, outside the transactions).
+    app = worker_env["GARRISON_APP"]
+    worker.start()
+    values = []
+    for i in range(200):
+        ev = _event(i, f"t{i % 10}", "c1")
+        values.append((ev.tenant.encode(), encode_event(ev)))
+    await _produce(kafka_bootstrap, f"{app}.events", values)
+    await read_topic(
+        kafka_bootstrap,
+        f"{app}.state-changes",
+        until=lambda rs: len(rs) >= 200,
+        timeout_s=90,
+        alive=worker.alive,
+        describe=worker.log_tail,
+    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        tps = [TopicPartition(f"{app}.events", p) for p in range(4)]
+        ends = await consumer.end_offsets(tps)
+        assert sum(ends.values()) == 200
+        deadline = time.monotonic() + 10  # the interval is 1 s
+        committed: dict[TopicPartition, int] = {}
+        while time.monotonic() < deadline:
+            found = await admin.list_consumer_group_offsets(app, partitions=tps)
+            committed = {tp: meta.offset for tp, meta in found.items() if meta is not None}
+            if all(committed.get(tp, -1) == end for tp, end in ends.items() if end):
+                break
+            await asyncio.sleep(0.3)
+    finally:
+        await consumer.stop()
+        await admin.close()
+    assert {tp: committed.get(tp, -1) for tp, end in ends.items() if end} == {
+        tp: end for tp, end in ends.items() if end
+    }, worker.log_tail()
