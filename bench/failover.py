@@ -240,6 +240,7 @@ def _worker(ctx: PartContext, run: Run, scenario: str, n: int) -> Process:
         [sys.executable, "-m", "garrison", "worker", "bench.app"],
         env,
         run.log_dir / f"failover-{scenario}-w{n}.log",
+        run.affinity,  # the workers are the system: its CPU
     )
     ctx.run.processes.append(proc)  # stopped at the end, whatever happens
     return proc
@@ -249,7 +250,8 @@ async def run_scenario(ctx: PartContext, scenario: str) -> Failover:
     """Load, kill, time: see the module doc."""
     base = ctx.run
     work = base.work_dir / f"failover-{scenario}"
-    run = Run(base.bootstrap, f"{base.app}-fo-{scenario}", base.partitions, work, base.log_dir)
+    run = base.derived(f"{base.app}-fo-{scenario}")  # pinned like every system
+    run.work_dir = work
     work.mkdir(parents=True, exist_ok=True)
     workers = [_worker(ctx, run, scenario, n) for n in range(1 if scenario == "restart" else 2)]
     doomed = workers[-1]

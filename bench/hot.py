@@ -10,7 +10,11 @@ machine can produce, apply and consume at once), so the part runs the worker wit
 ``GARRISON_FETCH_MAX_RECORDS``) and 8 partitions, measures the bound (1,000 events of one
 tenant sent at once, timed from the first state change to the last) and sends at rates
 relative to it, once two probes in a row agree (a fresh broker's first transactions
-are slow). Its lanes linger ``GARRISON_BATCH_WAIT_MS=50`` for company (the default is
+are slow). The load in all is capped at half of what the worker commits with every lane
+busy at once (8,000 events of 64 tenants, timed alike): the lanes share one CPU and one
+broker, and all of them together commit only about three times what one does. The
+worker runs on the system CPU like every system (it used to inherit the harness's CPU
+and share it with the broker, and was saturated at any of these rates: bench/README). Its lanes linger ``GARRISON_BATCH_WAIT_MS=50`` for company (the default is
 5): a lane with a trickle of events otherwise commits one small transaction after
 another, one every 11 ms or so at the bound of 1,801 events/s the full run at ace932d
 measured, and a transaction's fixed cost (that run's ``transactions`` part: 1.50 ms of
@@ -66,6 +70,11 @@ LINGER_MS = 50  # GARRISON_BATCH_WAIT_MS: see the module doc
 # of them together commit only a few times what one alone does (about 5x here when
 # the machine is idle, far less when it is not), so the total stays at 2.4x one bound.
 _SHARE = 1.2
+# ... but the load in all (others and hot tenant) at most this share of what the worker
+# commits over all its lanes at once (``_capacity``): a full run at ace932d, sized by
+# the lane's bound alone, had the worker saturated without any hot tenant (the others'
+# p99 853 ms), and so did a quick run at a higher bound (1,600 events/s: 691 ms).
+_LOAD = 0.5
 TENANTS, INSTANCES, HOT_INSTANCES = 60, 20, 400
 _TICK_S = 0.005
 
@@ -95,9 +104,8 @@ def _get(url: str) -> str:
 
 async def _worker(ctx: PartContext, tag: str, hot_keyed: bool) -> tuple[Run, Process, Settings]:
     base = ctx.run
-    run = Run(
-        base.bootstrap, f"{base.app}-{tag}", base.partitions, base.work_dir / tag, base.log_dir
-    )
+    run = base.derived(f"{base.app}-{tag}", PARTITIONS)  # pinned like every system
+    run.work_dir = base.work_dir / tag
     run.work_dir.mkdir(parents=True, exist_ok=True)
     env = garrison_env(run, run.work_dir / "state", free_port())
     env["GARRISON_BATCH_SIZE"] = str(BATCH)
@@ -112,6 +120,7 @@ async def _worker(ctx: PartContext, tag: str, hot_keyed: bool) -> tuple[Run, Pro
         [sys.executable, "-m", "garrison", "worker", "bench.app"],
         env,
         run.log_dir / f"hot-{tag}.log",
+        run.affinity,  # a system: its CPU
     )
     base.processes.append(proc)
     proc.start()
@@ -239,10 +248,12 @@ async def _pace(
     return Split(_p(others, 0.5), _p(others, 0.99), _p(hot, 0.99), sent, received)
 
 
-async def _bound(settings: Settings, tag: str, events: int = 1_000) -> float:
-    """What one lane commits a second: ``events`` for one tenant sent at once, timed
-    from the first state change to the last (``tag`` keeps each probe's ids new)."""
+async def _drain_rate(settings: Settings, tag: str, events: int, tenants: int) -> float:
+    """``events`` over ``tenants`` tenants sent at once, timed from the first state change
+    to the last: what the lanes they land in commit a second (``tag`` keeps each probe's
+    ids new). One tenant: one lane's bound; tenants on every partition: the worker's."""
     consumer = await _changes_from_now(settings)
+    mark = f'"event_id":"probe{tag}-'.encode()
     try:
         async with Client(settings, source="bench.hot", connect_timeout_s=30) as client:
             now_ms = int(time.time() * 1000)
@@ -251,7 +262,7 @@ async def _bound(settings: Settings, tag: str, events: int = 1_000) -> float:
                     f"probe{tag}-{n}",
                     "counter.added",
                     "bench",
-                    "probe",
+                    "probe" if tenants == 1 else f"probe{n % tenants}",
                     "counter",
                     f"i{n % 50}",
                     now_ms,
@@ -267,7 +278,7 @@ async def _bound(settings: Settings, tag: str, events: int = 1_000) -> float:
             now = time.monotonic()
             for records in batch.values():
                 for rec in records:
-                    if b'"event_id":"probe' in rec.value:
+                    if mark in rec.value:
                         seen += 1
                         first = now if first is None else first
                         last = now
@@ -276,6 +287,17 @@ async def _bound(settings: Settings, tag: str, events: int = 1_000) -> float:
     if first is None or last is None or last <= first:
         return 0.0
     return (seen - 1) / (last - first)
+
+
+async def _bound(settings: Settings, tag: str) -> float:
+    """What one lane commits a second: 1,000 events of one tenant."""
+    return await _drain_rate(settings, tag, 1_000, 1)
+
+
+async def _capacity(settings: Settings) -> float:
+    """What the worker commits a second over all its lanes: 8,000 events of 64 tenants
+    (every partition's lane busy at once)."""
+    return await _drain_rate(settings, "cap", 8_000, 64)
 
 
 async def _settled_bound(settings: Settings, most: int = 6) -> list[float]:
@@ -300,16 +322,20 @@ async def measure_hot(ctx: PartContext) -> None:
     try:
         probes = await _settled_bound(settings)
         bound = probes[-1]
-        if bound <= 0:
-            report.skipped["hot"] = "the probe of a lane's bound committed nothing"
+        capacity = await _capacity(settings)
+        if bound <= 0 or capacity <= 0:
+            report.skipped["hot"] = "a probe of the lanes' bounds committed nothing"
             return
-        rate = _SHARE * bound  # the others in all; the hot tenant as much again
+        # The others in all; the hot tenant as much again. Sized by one lane's bound
+        # (the hot tenant's lane gets more than it commits), and capped by the worker's:
+        # all of it at most _LOAD of what all lanes commit, or every run queues.
+        rate = min(_SHARE * bound, _LOAD * capacity / 2)
         plain = await _pace(settings, rate, 0, seconds, warmup)
     finally:
         await asyncio.to_thread(proc.stop)
-    results = {}
-    for tag, keyed in (("unkeyed", False), ("keyed", True)):
-        run, proc, settings = await _worker(ctx, tag, hot_keyed=keyed)
+    results: dict[str, Split] = {}
+    for tag, by_instance in (("unkeyed", False), ("keyed", True)):
+        run, proc, settings = await _worker(ctx, tag, hot_keyed=by_instance)
         try:
             results[tag] = await _pace(settings, rate, rate, seconds, warmup)
         finally:
@@ -317,6 +343,7 @@ async def measure_hot(ctx: PartContext) -> None:
     unkeyed, keyed = results["unkeyed"], results["keyed"]
     f, r = report.extra_figures, report.extra_ratios
     f["hot_lane_bound_events_per_s"] = bound
+    f["hot_worker_capacity_events_per_s"] = capacity
     f["hot_lane_bound_probes"] = len(probes)
     f["hot_others_events_per_s"] = rate
     for name, value in (
@@ -338,8 +365,10 @@ async def measure_hot(ctx: PartContext) -> None:
     probed = ", ".join(f"{b:,.0f}" for b in probes)
     report.extra_lines.append(
         f"hot tenant ({PARTITIONS} partitions, batch {BATCH}, linger {LINGER_MS} ms: a lane "
-        f"commits about {bound:,.0f} events/s, probes {probed}; the others at {rate:,.0f}/s "
-        f"in all, the hot tenant as much again): the others' p99 {ms(plain.others_p99)} "
+        f"commits about {bound:,.0f} events/s, probes {probed}, all lanes at once "
+        f"{capacity:,.0f}; the others at {rate:,.0f}/s in all, the hot tenant as much again, "
+        f"its lane at x{(rate + rate / PARTITIONS) / bound:.2f} its bound): the others' p99 "
+        f"{ms(plain.others_p99)} "
         f"without it, "
         f"{ms(unkeyed.others_p99)} with it keyed by tenant, {ms(keyed.others_p99)} with "
         f"GARRISON_HOT_TENANTS=hot (its own p99 {ms(keyed.hot_p99)}); received "
