@@ -89,9 +89,12 @@ class _Prepared:
     letters: list[tuple[Any, str, str]] = field(default_factory=list)  # (record, stage, why)
 
 
+_VERB = {True: "pausing", False: "resuming"}
+
+
 class Lane:
     """The lane of ``partition`` in one group generation: :meth:`fence`, then
-    :meth:`begin`; :meth:`put` fetched records; :meth:`stop`."""
+    :meth:`begin`; :meth:`offer` fetched records; :meth:`stop`."""
 
     def __init__(self, dispatcher: Dispatcher, partition: int, generation: int) -> None:
         self.d = dispatcher
@@ -150,14 +153,17 @@ class Lane:
         """Stop: what is not committed is aborted (the next owner consumes it again)."""
         self.closed = True
         self.inbox.close()
-        if self._valve is not None:  # the next lane seeks and resumes the partition itself
-            self._valve.cancel()
-            await asyncio.gather(self._valve, return_exceptions=True)
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
-        if self.producer is not None:
-            await close_producer(self.producer)
+        # Both cancelled before any await: a stop that is itself cancelled (a revoke cut
+        # short by the next rebalance) must not leave the lane running. The valve's last
+        # call does not matter: the next lane seeks and resumes the partition itself.
+        tasks = [t for t in (self._valve, self.task) if t is not None]
+        for t in tasks:
+            t.cancel()
+        try:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            if self.producer is not None:
+                await close_producer(self.producer)
 
     def offer(self, chunk: Sequence[Any]) -> None:
         """Hand the lane fetched records. Never waits: at 4 batches' worth queued, the
@@ -181,7 +187,11 @@ class Lane:
         what ``held`` says now: one call at a time, in order."""
         while self._paused != self.held and not self.closed:
             want = self.held
-            await self.d.hold(self.partition, want, self.generation)
+            try:
+                await self.d.hold(self.partition, want, self.generation)
+            except Exception as exc:  # the consumer stopping: the next toggle tries again
+                log.warning("partition %d: %s it failed: %r", self.partition, _VERB[want], exc)
+                return
             self._paused = want
 
     async def _new_producer(self) -> AIOKafkaProducer:
@@ -365,8 +375,8 @@ class Lane:
         self.resume = max(resume, prepared.next_offset)
 
     async def _commit(self, prepared: _Prepared) -> None:
-        """Produce a prepared batch and its offsets in one transaction, then write the
-        local store. Raises if Kafka did not commit it."""
+        """Produce a prepared batch (its applied offset goes with its state) in one
+        transaction, then write the local store. Raises if Kafka did not commit it."""
         if len(prepared.records) == 1 and self.isolate_until >= prepared.records[0].offset:
             try:
                 await self._transact(prepared)

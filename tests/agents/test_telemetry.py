@@ -170,6 +170,11 @@ def test_a_root_the_sampler_drops_is_not_recorded_but_its_context_goes_on() -> N
     assert context_of(carried.traceparent) is not None
     unsampled = PARENT[:-2] + "00"  # sampled out by the producer: passed on as it came
     assert spans.begin(event()._replace(traceparent=unsampled)).traceparent == unsampled
+    # A later version may carry more fields; sampled out, it is passed on as well.
+    later = "01" + unsampled[2:] + "-extra"
+    assert spans.begin(event()._replace(traceparent=later)).traceparent == later
+    spans.end(Applied("applied"), _Applied())
+    assert exporter.get_finished_spans() == ()
 
 
 def test_the_file_exporter_writes_one_json_span_per_line(tmp_path: Path) -> None:
