@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, cast
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.group import LeaveGroupRequest
+from aiokafka.structs import OffsetAndMetadata
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def _leave_when_closed(coordinator: Any) -> None:
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        # Our dispatcher commits state, output and offsets in transactions; the
+        # Our dispatcher commits state and output in transactions; the
         # changelogs must be read committed-only or recovery could restore aborted writes.
         consumer._isolation_level = "read_committed"  # noqa: SLF001 - no public knob
         # Faust hard-codes a 1.5 s long poll. A partition resumed (a lane that has just
@@ -161,23 +162,34 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer = self._ensure_consumer()
 
         async def commit() -> bool:
-            if consumer._coordinator.generation != generation:  # noqa: SLF001
+            coordinator = consumer._coordinator  # noqa: SLF001
+            subscription = consumer._subscription.subscription  # noqa: SLF001
+            assignment = None if subscription is None else subscription.assignment
+            if assignment is None:
                 return False
-            owned = consumer.assignment()
-            mine = {
-                tp: offset
-                for tp, offset in ((TopicPartition(events, p), o) for p, o in offsets.items())
-                if tp in owned
-            }
-            if not mine:
-                return False
-            try:
-                # aiokafka retries a retriable error for ever: a broker that is gone
-                # must not hold the next commit up.
-                await asyncio.wait_for(consumer.commit(mine), _COMMIT_TIMEOUT_S)
-            except (KafkaError, TimeoutError) as exc:  # CommitFailedError: rebalanced
-                log.info("committing the group's offsets failed, retrying later: %r", exc)
-                return False
+            # One attempt, not consumer.commit(): aiokafka retries a retriable error
+            # with a new request in the coordinator's generation of the moment, so a
+            # retry after a rebalance would commit, in the new generation, offsets of a
+            # partition this worker has lost. The request is built (generation
+            # included) without an await after these checks; the next call is the retry.
+            async with coordinator._commit_lock:  # noqa: SLF001 - as consumer.commit
+                if coordinator.generation != generation:
+                    return False
+                mine = {
+                    tp: OffsetAndMetadata(offset, "")
+                    for tp, offset in ((TopicPartition(events, p), o) for p, o in offsets.items())
+                    if tp in assignment.tps
+                }
+                if not mine:
+                    return False
+                try:
+                    await asyncio.wait_for(
+                        coordinator._do_commit_offsets(assignment, mine),  # noqa: SLF001
+                        _COMMIT_TIMEOUT_S,
+                    )
+                except (KafkaError, TimeoutError) as exc:
+                    log.info("committing the group's offsets failed, retrying later: %r", exc)
+                    return False
             return True
 
         return bool(await self.call_thread(commit))

@@ -172,7 +172,7 @@ class Dispatcher:
 
     async def revoke(self, partitions: set[int]) -> None:
         """Stop the lanes of revoked partitions; their uncommitted work is aborted and
-        will be consumed by the new owner from the committed offsets."""
+        will be consumed by the new owner from the offset stored with the state."""
         if partitions & set(self._lanes):
             self.active.clear()
         lanes = [self._lanes.pop(p) for p in partitions if p in self._lanes]

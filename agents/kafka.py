@@ -180,8 +180,9 @@ async def transactional_producer(
                 # returned (2 ms: 16.0 -> 13.1 ms at p50 from AddPartitionsToTxn's answer
                 # to the records' delivery, at 200 client.update/s on the local broker).
                 linger_ms=0,
-                # The offsets of a new transaction can meet the previous one's still being
-                # completed (CONCURRENT_TRANSACTIONS); retry soon, not in 100 ms.
+                # A new transaction's AddPartitionsToTxn can meet the previous one's
+                # markers still being written (CONCURRENT_TRANSACTIONS); retry soon, not
+                # in 100 ms.
                 retry_backoff_ms=10,
                 max_batch_size=MAX_BATCH_BYTES,
                 max_request_size=4 * 1024 * 1024,
