@@ -294,7 +294,10 @@ class ApplySpans:
         recorder = self.recorder
         assert recorder is not None
         parent = context_of(event.traceparent, event.tracestate)
-        if parent is not None:  # sampled (an unsampled one stopped in begin)
+        if parent is not None and not parent.trace_flags.sampled:
+            self._open = None  # sampled out (a version begin's string check does not read)
+            return event
+        if parent is not None:
             trace_id, state = parent.trace_id, parent.trace_state
             recording, random_id = True, parent.trace_flags & _RANDOM_ID
             flags = TraceFlags(TraceFlags.SAMPLED | random_id)
