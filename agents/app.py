@@ -142,20 +142,9 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
     async def _catch_up(partitions: set[int]) -> None:
         await catch_up(app, partitions)
 
-    async def _position(partition: int, offset: int, generation: int) -> bool:
-        return await consumer_thread(app).seek_and_resume(partition, offset, generation)
-
-    async def _hold(partition: int, held: bool, generation: int) -> None:
-        await consumer_thread(app).hold(partition, held, generation)
-
-    async def _commit_offsets(offsets: dict[int, int], generation: int) -> bool:
-        return await consumer_thread(app).commit_events(offsets, generation)
-
     app.standby = StandbyTailer(app)
     app.dispatcher.catch_up = _catch_up
-    app.dispatcher.position = _position
-    app.dispatcher.hold = _hold
-    app.dispatcher.commit_offsets = _commit_offsets
+    app.dispatcher.consumer = lambda: consumer_thread(app)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # Faust's signal typing
     async def _revoked(sender: Any, revoked: set[TP], **_: Any) -> None:

@@ -14,7 +14,7 @@ load). Now, on every assignment:
 1. the events partitions are paused in aiokafka itself, in the consumer thread, before
    any record of the new assignment can be fetched (:class:`_Listener`);
 2. Faust's seek to the group's committed offsets leaves them alone
-   (:meth:`_ConsumerThread.seek_to_committed`);
+   (:meth:`ConsumerThread.seek_to_committed`);
 3. once the tables are recovered, each lane fences the previous owner, catches its store
    up with the changelog, and seeks its partition to the offset stored with its state
    and resumes it, in one call in the consumer thread (``seek_and_resume``);
@@ -41,7 +41,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 if TYPE_CHECKING:
     from agents.app import GarrisonApp
 
-__all__ = ["Transport", "consumer_thread"]
+__all__ = ["ConsumerThread", "Transport", "consumer_thread"]
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,10 @@ def _leave_when_closed(coordinator: Any) -> None:
     coordinator._garrison_leaves = True  # noqa: SLF001
 
 
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread, with what the dispatcher and its lanes ask of the events
+    partitions: ``seek_and_resume``, ``hold``, ``commit_events``."""
+
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # Our dispatcher commits state and output in transactions; the
@@ -198,8 +201,8 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class _Consumer(faust_aiokafka.Consumer):
     RebalanceListener = _Listener
 
-    def _new_consumer_thread(self) -> _ConsumerThread:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+    def _new_consumer_thread(self) -> ConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _wait_next_records(self, timeout: float) -> Any:
         records, active = await super()._wait_next_records(timeout)
@@ -222,7 +225,6 @@ class Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
 
 
-def consumer_thread(app: GarrisonApp) -> _ConsumerThread:
-    """``app``'s consumer thread: ``seek_and_resume``, ``hold`` and ``commit_events`` of
-    its events partitions."""
-    return cast(_ConsumerThread, app.consumer._thread)  # type: ignore[attr-defined]  # noqa: SLF001
+def consumer_thread(app: GarrisonApp) -> ConsumerThread:
+    """``app``'s consumer thread (Faust makes it when the consumer starts)."""
+    return cast(ConsumerThread, app.consumer._thread)  # type: ignore[attr-defined]  # noqa: SLF001

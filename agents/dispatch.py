@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from agents.consumer import ConsumerThread
 from agents.lane import Lane
 from agents.logs import announce_ready
 from agents.metrics import Tally, WorkerMetrics
@@ -97,14 +98,11 @@ class Dispatcher:
         self.failed = asyncio.Event()
         self.on_failure: Callable[[], None] | None = None
         # Hooks the worker app sets: bring the local stores of some partitions up to
-        # their changelogs' ends; seek an events partition and resume it; pause an
-        # events partition (True) or resume it, for a lane of a generation.
+        # their changelogs' ends; the consumer thread, which seeks, pauses and resumes
+        # the events partitions and commits their group offsets, each only for the
+        # generation that asks (agents.consumer).
         self.catch_up: Callable[[set[int]], Awaitable[None]] = _nothing
-        self.position: Callable[[int, int, int], Awaitable[bool]] = _anywhere
-        self.hold: Callable[[int, bool, int], Awaitable[None]] = _never_held
-        # Commit the group's offsets {partition: next offset} if this worker still owns
-        # them in the generation given; False if not.
-        self.commit_offsets: Callable[[dict[int, int], int], Awaitable[bool]] = _nowhere
+        self.consumer: Callable[[], ConsumerThread] = _no_consumer
         self._group_offsets: dict[int, int] = {}  # what was last committed, this generation
         self.generation = -1  # the generation the lanes were last activated for
         self.active = asyncio.Event()  # every lane of that generation serves
@@ -164,7 +162,7 @@ class Dispatcher:
         }
         if not due:
             return True
-        if not await self.commit_offsets(due, generation):
+        if not await self.consumer().commit_events(due, generation):
             return False
         if self.generation == generation:
             self._group_offsets.update(due)
@@ -193,13 +191,5 @@ async def _nothing(partitions: set[int]) -> None:
     return None
 
 
-async def _anywhere(partition: int, offset: int, generation: int) -> bool:
-    return True
-
-
-async def _never_held(partition: int, held: bool, generation: int) -> None:
-    return None
-
-
-async def _nowhere(offsets: dict[int, int], generation: int) -> bool:
-    return False
+def _no_consumer() -> ConsumerThread:
+    raise RuntimeError("the dispatcher has no consumer: agents.app.create_app sets it")

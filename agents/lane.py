@@ -102,9 +102,8 @@ class Lane:
         self.generation = generation  # the group generation it was started in
         self.serving = False  # its partition is sought and resumed: records may come
         self.tp = TopicPartition(dispatcher.settings.topics.events, partition)
-        self.inbox = Inbox(4 * dispatcher.settings.batch_size, on_room=self._release)
-        self.held = False  # the inbox is full: the partition is (to be) paused
-        self._paused = False  # what the consumer was last told
+        self.inbox = Inbox(4 * dispatcher.settings.batch_size, on_room=self._turn_valve)
+        self._paused = False  # what the consumer was last told (the inbox full or not)
         self._valve: asyncio.Task[None] | None = None
         self.producer: AIOKafkaProducer | None = None
         self.task: asyncio.Task[None] | None = None
@@ -143,7 +142,7 @@ class Lane:
         )
         self.task = asyncio.create_task(self._run(), name=f"dispatch:{self.partition}")
         self.serving = True
-        if not await d.position(self.partition, self.committed, self.generation):
+        if not await d.consumer().seek_and_resume(self.partition, self.committed, self.generation):
             self.serving = False
             log.info("partition %d moved while its lane started", self.partition)
             return False
@@ -169,13 +168,7 @@ class Lane:
         """Hand the lane fetched records. Never waits: at 4 batches' worth queued, the
         partition is paused in the consumer until the lane has taken half of it
         (:mod:`agents.inbox`), and the other partitions keep coming."""
-        if self.inbox.add(chunk) and not self.held:
-            self.held = True
-            self._turn_valve()
-
-    def _release(self) -> None:
-        if self.held:
-            self.held = False
+        if self.inbox.add(chunk) != self._paused:
             self._turn_valve()
 
     def _turn_valve(self) -> None:
@@ -183,12 +176,12 @@ class Lane:
             self._valve = asyncio.create_task(self._follow_held())
 
     async def _follow_held(self) -> None:
-        """Tell the consumer to pause or resume the partition until it has been told
-        what ``held`` says now: one call at a time, in order."""
-        while self._paused != self.held and not self.closed:
-            want = self.held
+        """Tell the consumer to pause or resume the partition until what it was told is
+        whether the inbox is full now: one call at a time, in order."""
+        while self._paused != self.inbox.full and not self.closed:
+            want = self.inbox.full
             try:
-                await self.d.hold(self.partition, want, self.generation)
+                await self.d.consumer().hold(self.partition, want, self.generation)
             except Exception as exc:  # the consumer stopping: the next toggle tries again
                 log.warning("partition %d: %s it failed: %r", self.partition, _VERB[want], exc)
                 return
