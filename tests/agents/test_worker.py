@@ -8,7 +8,7 @@ import shutil
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,9 @@ def _event(
     )
 
 
-async def _produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes | None]]) -> None:
+async def _produce(
+    bootstrap: str, topic: str, values: Sequence[tuple[bytes, bytes | None]]
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5)
     await producer.start()
     try:
@@ -53,6 +55,26 @@ async def _produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes |
         await producer.flush()
     finally:
         await producer.stop()
+
+
+async def _changes(
+    bootstrap: str,
+    app: str,
+    worker: WorkerProcess,
+    until: Callable[[list[Any]], bool],
+    *,
+    timeout_s: float,
+) -> list[Any]:
+    """``app``'s state changes from the start, once ``until`` holds, while ``worker``
+    lives (its log tail if not)."""
+    return await read_topic(
+        bootstrap,
+        f"{app}.state-changes",
+        until=until,
+        timeout_s=timeout_s,
+        alive=worker.alive,
+        describe=worker.log_tail,
+    )
 
 
 def _get_state(port: str, tenant: str, machine: str, instance: str) -> dict[str, Any] | None:
@@ -107,14 +129,7 @@ async def test_state_survives_restart_by_changelog_recovery(
         ev = _event(i, tenants[i % 6], f"c{i % 4}")
         values.append((ev.tenant.encode(), encode_event(ev)))
     await _produce(kafka_bootstrap, f"{app}.events", values)
-    changes = await read_topic(
-        kafka_bootstrap,
-        f"{app}.state-changes",
-        until=lambda rs: len(rs) >= 60,
-        timeout_s=90,
-        alive=worker.alive,
-        describe=worker.log_tail,
-    )
+    changes = await _changes(kafka_bootstrap, app, worker, lambda rs: len(rs) >= 60, timeout_s=90)
     assert len(changes) == 60
     before = {}
     for tenant in tenants:
@@ -235,13 +250,8 @@ async def test_durable_timers_fire_once_and_periodically_then_cancel(
             c for c in changes if c["instance"] == instance and c["event_type"] == "counter.rang"
         ]
 
-    records = await read_topic(
-        kafka_bootstrap,
-        f"{app}.state-changes",
-        until=lambda rs: len(rang(rs, "every")) >= 3,
-        timeout_s=60,
-        alive=worker.alive,
-        describe=worker.log_tail,
+    records = await _changes(
+        kafka_bootstrap, app, worker, lambda rs: len(rang(rs, "every")) >= 3, timeout_s=60
     )
     fired = rang(records, "every")
     # Each firing is the timer's due time, one period apart, whatever the tick.
@@ -292,27 +302,13 @@ async def test_a_restarted_worker_skips_what_it_applied_by_the_stored_offset(
     worker.start()
     try:
         await send(range(300))
-        await read_topic(
-            kafka_bootstrap,
-            f"{app}.state-changes",
-            until=lambda rs: len(rs) >= 300,
-            timeout_s=90,
-            alive=worker.alive,
-            describe=worker.log_tail,
-        )
+        await _changes(kafka_bootstrap, app, worker, lambda rs: len(rs) >= 300, timeout_s=90)
         worker.kill()
         if wipe:
             shutil.rmtree(env["GARRISON_DATA_DIR"])
         worker.start()
         await send(range(300, 400))
-        await read_topic(
-            kafka_bootstrap,
-            f"{app}.state-changes",
-            until=lambda rs: len(rs) >= 400,
-            timeout_s=120,
-            alive=worker.alive,
-            describe=worker.log_tail,
-        )
+        await _changes(kafka_bootstrap, app, worker, lambda rs: len(rs) >= 400, timeout_s=120)
         await asyncio.sleep(3)  # anything applied twice would arrive by now
         changes = await read_topic(
             kafka_bootstrap, f"{app}.state-changes", until=lambda rs: len(rs) >= 400, timeout_s=30
@@ -336,14 +332,7 @@ async def test_the_groups_offsets_follow_what_the_lanes_committed_at_rest(
         ev = _event(i, f"t{i % 10}", "c1")
         values.append((ev.tenant.encode(), encode_event(ev)))
     await _produce(kafka_bootstrap, f"{app}.events", values)
-    await read_topic(
-        kafka_bootstrap,
-        f"{app}.state-changes",
-        until=lambda rs: len(rs) >= 200,
-        timeout_s=90,
-        alive=worker.alive,
-        describe=worker.log_tail,
-    )
+    await _changes(kafka_bootstrap, app, worker, lambda rs: len(rs) >= 200, timeout_s=90)
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap)
     await admin.start()
