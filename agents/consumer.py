@@ -113,20 +113,25 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             return {}
         return await self.call_thread(consumer.seek_to_committed, *others)
 
+    def _owned(self, partition: int, generation: int) -> tuple[Any, TopicPartition] | None:
+        """The consumer and the events ``partition``, if this worker owns it in
+        ``generation``; None if not (a new rebalance is under way). Called in the
+        consumer thread, with no await between it and what it guards: no rebalance can
+        slip in between."""
+        consumer = self._ensure_consumer()
+        tp = TopicPartition(cast("GarrisonApp", self.app).settings.topics.events, partition)
+        if consumer._coordinator.generation != generation:  # noqa: SLF001
+            return None
+        return (consumer, tp) if tp in consumer.assignment() else None
+
     async def seek_and_resume(self, partition: int, offset: int, generation: int) -> bool:
         """Seek the events ``partition`` to ``offset`` and resume it, if this worker
         still owns it in ``generation``; False if not (a new rebalance is under way)."""
-        events = cast("GarrisonApp", self.app).settings.topics.events
-        consumer = self._ensure_consumer()
-        tp = TopicPartition(events, partition)
 
         async def seek() -> bool:
-            # In the consumer thread, without an await between the checks and the seek:
-            # no rebalance can slip in.
-            if consumer._coordinator.generation != generation:  # noqa: SLF001
+            if (owned := self._owned(partition, generation)) is None:
                 return False
-            if tp not in consumer.assignment():
-                return False
+            consumer, tp = owned
             consumer.seek(tp, max(offset, 0))
             consumer.resume(tp)
             return True
@@ -137,15 +142,11 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         """Pause (``held``) or resume the events ``partition`` for a lane whose inbox is
         full or has room again, if this worker still owns it in ``generation``: a lane
         of an earlier generation never touches the partition of the current one."""
-        events = cast("GarrisonApp", self.app).settings.topics.events
-        consumer = self._ensure_consumer()
-        tp = TopicPartition(events, partition)
 
         async def valve() -> None:
-            if consumer._coordinator.generation != generation:  # noqa: SLF001
+            if (owned := self._owned(partition, generation)) is None:
                 return
-            if tp not in consumer.assignment():
-                return
+            consumer, tp = owned
             # aiokafka's pause drops what its fetcher holds for the partition and keeps
             # the position after the last record handed out (in the lane's inbox); the
             # resume fetches from there, which also wakes the fetch loop.
