@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.partitioner import murmur2
 from aiokafka.producer import sender as aiokafka_sender
+from aiokafka.producer.transaction_manager import TransactionState
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
 from pipeline.address import Address
@@ -33,7 +34,9 @@ __all__ = [
     "is_kafka_failure",
     "is_record_refused",
     "kafka_options",
+    "open_transaction",
     "partition_of",
+    "transaction_partitions",
     "transactional_producer",
     "tune_transaction_retries",
 ]
@@ -108,6 +111,37 @@ def tune_transaction_retries() -> None:
             "aiokafka release needs a new way to tune transaction retries"
         )
     aiokafka_sender.BACKOFF_OVERRIDE = TXN_RETRY_BACKOFF_S
+
+
+async def open_transaction(
+    producer: AIOKafkaProducer, partitions: Iterable[TopicPartition] = ()
+) -> bool:
+    """Begin ``producer``'s transaction unless one is open already; True if it began one.
+    ``partitions`` are added to it at once (AddPartitionsToTxn goes out now, not with the
+    first records for them), so a transaction opened ahead of its records has that
+    round trip, and its CONCURRENT_TRANSACTIONS retries, behind it when they come.
+
+    A transaction opened ahead whose AddPartitionsToTxn failed raises that failure here
+    (a Kafka error, which the lane recovers from by replacing the producer), not an
+    invalid state transition. Reads aiokafka's transaction manager: its producer has no
+    public way to add a partition or to ask whether a transaction is open."""
+    txn = producer._txn_manager  # noqa: SLF001
+    if txn is None or txn.transactional_id is None:
+        raise kafka_errors.IllegalOperation("not a transactional producer")
+    if txn.is_in_transaction():
+        return False
+    if txn.state in (TransactionState.ABORTABLE_ERROR, TransactionState.FATAL_ERROR):
+        txn.wait_for_transaction_end().result()  # raises what failed it
+    await producer.begin_transaction()
+    for tp in partitions:
+        txn.maybe_add_partition_to_txn(tp)
+    return True
+
+
+def transaction_partitions(producer: AIOKafkaProducer) -> frozenset[TopicPartition]:
+    """The partitions added to ``producer``'s open transaction so far."""
+    txn = producer._txn_manager  # noqa: SLF001
+    return frozenset(() if txn is None else txn.txn_partitions)
 
 
 class UnroutableTopic(Exception):
