@@ -10,7 +10,12 @@ In one run, on the local broker:
   both cross the same processes and CPUs;
 - **update**: ``client.update`` on the bench's counter machine at the same fixed rate,
   timed from the call to its answer (send, the worker's transaction, the answer read
-  back by the client's one correlating consumer);
+  back by the client's one correlating consumer). Echo and update take turns, in
+  rounds (4 quick, 5 full) that share the time measured, so a pause of the broker or
+  of the machine falls on both alike; each round's first half second (the first's 2 s)
+  is not timed. A broker started for this part is slower at transactions for its
+  first half minute (see bench/README.md), so quick runs, on a new broker, print the
+  update's p99 higher than full runs, where the earlier parts warmed it;
 - **kv set**: ``client.state.set(..., wait=False)`` of ``events`` keys, produced
   before a worker starts, so what is timed is the worker applying them: the span of
   their state changes' broker append times (as the throughput table's); measured
@@ -112,52 +117,66 @@ async def _echo_topics(bootstrap: str, prefix: str, partitions: int) -> tuple[st
     return names
 
 
-async def _echo(run: Run, topics: tuple[str, str], rate: float, seconds: float) -> list[float]:
-    """Latencies of a request echoed back through two topics (see the module doc): the
-    requester here, the echo loop a process of its own where the worker would be."""
-    requests, replies = topics
-    argv = [sys.executable, "-m", "bench.echo", "--bootstrap", run.bootstrap]
-    argv += ["--requests", requests, "--replies", replies]
-    echoer = Process("kv-echo", argv, {}, run.log_dir / "kv-echo.log", run.affinity)
-    run.processes.append(echoer)
-    client = AIOKafkaProducer(bootstrap_servers=run.bootstrap, **ECHO_PRODUCER)
-    answers = AIOKafkaConsumer(
-        replies, bootstrap_servers=run.bootstrap, auto_offset_reset="latest", **ECHO_CONSUMER
-    )
-    for c in (client, answers):
-        await c.start()
-    waiting: dict[bytes, asyncio.Future[None]] = {}
+class _Echo:
+    """The echo floor (see the module doc): the requester here, the echo loop a process
+    of its own where the worker would be. :meth:`start`, then :meth:`measure` as often
+    as wanted (the rounds interleave with ``client.update``'s), then :meth:`stop`."""
 
-    async def collect() -> None:
+    def __init__(self, run: Run, topics: tuple[str, str]) -> None:
+        self._requests, replies = topics
+        argv = [sys.executable, "-m", "bench.echo", "--bootstrap", run.bootstrap]
+        argv += ["--requests", self._requests, "--replies", replies]
+        self._echoer = Process("kv-echo", argv, {}, run.log_dir / "kv-echo.log", run.affinity)
+        run.processes.append(self._echoer)
+        self._client = AIOKafkaProducer(bootstrap_servers=run.bootstrap, **ECHO_PRODUCER)
+        self._answers = AIOKafkaConsumer(
+            replies, bootstrap_servers=run.bootstrap, auto_offset_reset="latest", **ECHO_CONSUMER
+        )
+        self._waiting: dict[bytes, asyncio.Future[None]] = {}
+        self._collecting: asyncio.Task[None] | None = None
+        self._sent = 0
+
+    async def start(self) -> None:
+        for c in (self._client, self._answers):
+            await c.start()
+        self._collecting = asyncio.create_task(self._collect())
+        while not self._answers.assignment():  # resolve "latest" before anything is sent
+            await asyncio.sleep(0.05)
+        for tp in self._answers.assignment():
+            await self._answers.position(tp)
+        self._echoer.start()
+        await _echoing(self._echoer, self._client, self._requests, self._waiting)
+
+    async def _collect(self) -> None:
         while True:
-            batch = await answers.getmany(timeout_ms=1000)
+            batch = await self._answers.getmany(timeout_ms=1000)
             for records in batch.values():
                 for rec in records:
-                    future = waiting.pop(rec.value, None)
+                    future = self._waiting.pop(rec.value, None)
                     if future is not None and not future.done():
                         future.set_result(None)
 
-    async def call(i: int) -> None:
-        token = b"r%d" % i
-        future = waiting[token] = asyncio.get_running_loop().create_future()
-        await client.send(requests, token, key=b"t%d" % (i % 200))
-        await asyncio.wait_for(future, 30)
+    async def measure(self, rate: float, seconds: float, warmup_s: float) -> list[float]:
+        """Latencies (ms) of requests echoed at ``rate`` (see :func:`_paced`)."""
 
-    loop = asyncio.create_task(collect())
-    try:
-        while not answers.assignment():  # resolve "latest" before anything is sent
-            await asyncio.sleep(0.05)
-        for tp in answers.assignment():
-            await answers.position(tp)
-        echoer.start()
-        await _echoing(echoer, client, requests, waiting)
-        return await _paced(rate, seconds, 2.0, call)
-    finally:
-        loop.cancel()
-        await asyncio.gather(loop, return_exceptions=True)
-        for c in (client, answers):
+        async def call(i: int) -> None:
+            token = b"r%d" % (self._sent + i)
+            future = self._waiting[token] = asyncio.get_running_loop().create_future()
+            await self._client.send(self._requests, token, key=b"t%d" % (i % 200))
+            await asyncio.wait_for(future, 30)
+
+        try:
+            return await _paced(rate, seconds, warmup_s, call)
+        finally:
+            self._sent += int(rate * seconds) + 1
+
+    async def stop(self) -> None:
+        if self._collecting is not None:
+            self._collecting.cancel()
+            await asyncio.gather(self._collecting, return_exceptions=True)
+        for c in (self._client, self._answers):
             await c.stop()
-        await asyncio.to_thread(echoer.stop)
+        await asyncio.to_thread(self._echoer.stop)
 
 
 async def _echoing(echoer: Process, client: AIOKafkaProducer, requests: str,
@@ -264,8 +283,15 @@ async def measure_kv(ctx: PartContext) -> None:
             await asyncio.to_thread(app.worker.stop)
     kv_app = apps["set"]  # its worker stays up for the latencies
 
-    print(f"  kv: echo and client.update at {rate:.0f}/s for {seconds:.0f} s each ...")
-    echo = await _echo(run, echo_topics, rate, seconds)
+    rounds = 4 if ctx.quick else 5
+    print(
+        f"  kv: echo and client.update at {rate:.0f}/s, {seconds:.0f} s each in {rounds} "
+        "interleaved rounds ..."
+    )
+    echoes = _Echo(run, echo_topics)
+    await echoes.start()
+    echo: list[float] = []
+    updates: list[float] = []
     async with Client(kv_app.settings, source="bench") as client:
 
         async def update(i: int) -> None:
@@ -276,7 +302,21 @@ async def measure_kv(ctx: PartContext) -> None:
             assert answer.status == "applied", answer
 
         await client.update("t0", MACHINE, "warm", EVENT_TYPE, {"amount": 1}, timeout=60)
-        updates = await _paced(rate, seconds, 2.0, update)
+        try:
+            # Interleaved, in turn first: what the machine does meanwhile (the broker's
+            # collections and compilations, other processes) falls on both alike. Each
+            # round's first half second is not timed, the first round's first 2 s.
+            for r in range(rounds):
+                warmup, each = (2.0 if r == 0 else 0.5), seconds / rounds
+                for kind in ("echo", "update") if r % 2 == 0 else ("update", "echo"):
+                    if kind == "echo":
+                        echo += await echoes.measure(rate, each + warmup, warmup)
+                    else:
+                        updates += await _paced(rate, each + warmup, warmup, update)
+        finally:
+            await echoes.stop()
+        echo.sort()
+        updates.sort()
         gets: list[float] = []
         for i in range(2_000 if ctx.quick else 10_000):
             tenant, key = address(i % count)
