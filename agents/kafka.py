@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka_errors
@@ -39,9 +39,12 @@ __all__ = [
     "transaction_partitions",
     "transactional_producer",
     "tune_transaction_retries",
+    "while_sending",
 ]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # A record batch the broker takes: its default max.message.bytes is 1,048,588 bytes per
 # batch. The pipeline keeps every record under GARRISON_MAX_RECORD_BYTES (900,000 by
@@ -128,6 +131,9 @@ async def open_transaction(
     txn = producer._txn_manager  # noqa: SLF001
     if txn is None or txn.transactional_id is None:
         raise kafka_errors.IllegalOperation("not a transactional producer")
+    sender = producer._sender.sender_task  # noqa: SLF001
+    if sender is not None and sender.done():
+        raise kafka_errors.KafkaConnectionError("the producer's sender stopped; replace it")
     if txn.is_in_transaction():
         return False
     if txn.state in (TransactionState.ABORTABLE_ERROR, TransactionState.FATAL_ERROR):
@@ -136,6 +142,32 @@ async def open_transaction(
     for tp in partitions:
         txn.maybe_add_partition_to_txn(tp)
     return True
+
+
+async def while_sending(producer: AIOKafkaProducer, step: Awaitable[T]) -> T:
+    """``step`` (a send's delivery, a commit), failing as soon as ``producer``'s sender
+    task ends instead of waiting for it for ever.
+
+    aiokafka's sender ends on an error it does not expect, such as a connection lost
+    while it looks up the transaction coordinator for AddPartitionsToTxn (a broker
+    going away); nothing it was asked for completes after that. Without this, a lane
+    waited out its whole commit timeout (60 s) after each broker outage."""
+    sender = producer._sender.sender_task  # noqa: SLF001 - the task aiokafka runs it in
+    waiting = asyncio.ensure_future(step)
+    if sender is None:
+        return await waiting
+    try:
+        await asyncio.wait({waiting, sender}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        waiting.cancel()
+        raise
+    if waiting.done():
+        return waiting.result()
+    waiting.cancel()
+    cause = None if sender.cancelled() else sender.exception()
+    raise kafka_errors.KafkaConnectionError(
+        f"the producer's sender stopped ({cause!r}); it sends nothing more"
+    )
 
 
 def transaction_partitions(producer: AIOKafkaProducer) -> frozenset[TopicPartition]:

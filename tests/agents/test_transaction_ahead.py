@@ -5,11 +5,14 @@ wrote, so the next batch's records go out without waiting for AddPartitionsToTxn
 What that must keep: records sent into it commit and are read committed like any
 others; one that nothing came for commits empty and the producer goes on; a producer
 fenced meanwhile says so (a Kafka error, which the lane recovers from) when its next
-transaction is opened, instead of failing on an invalid state.
+transaction is opened, instead of failing on an invalid state; and a producer whose
+sender task has ended (aiokafka's sender dies on errors it does not expect, a broker
+going away among them) fails what waits on it at once, not after the commit timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -21,6 +24,7 @@ from agents.kafka import (
     open_transaction,
     transaction_partitions,
     transactional_producer,
+    while_sending,
 )
 from pipeline.settings import KafkaSettings
 
@@ -105,3 +109,21 @@ async def test_a_fenced_producer_says_so_when_its_next_transaction_opens(
         if new is not None:
             await close_producer(new)
     assert await _committed(kafka_bootstrap, a) == [b"old", b"new"]
+
+
+async def test_what_waits_on_a_producer_whose_sender_ended_fails_at_once(
+    kafka_bootstrap: str,
+) -> None:
+    kafka = KafkaSettings(bootstrap=kafka_bootstrap)
+    producer = await transactional_producer(kafka, f"sender-{uuid.uuid4().hex}", "test")
+    try:
+        await open_transaction(producer)
+        delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        producer._sender.sender_task.cancel()  # noqa: SLF001 - as when it dies
+        with pytest.raises(kafka_errors.KafkaConnectionError, match="sender stopped"):
+            await asyncio.wait_for(while_sending(producer, delivery), 5)
+        assert delivery.cancelled()
+        with pytest.raises(kafka_errors.KafkaConnectionError, match="sender stopped"):
+            await open_transaction(producer)
+    finally:
+        await close_producer(producer)
