@@ -272,6 +272,40 @@ class Lane:
             )
             await asyncio.sleep(wait)
         await self._replace_producer()
+        await self._resync()
+
+    async def _resync(self) -> None:
+        """After a failed transaction, learn from the changelog whether it committed.
+
+        A commit can fail on this side and succeed on the broker's: the sender dies, or
+        the timeout passes, after EndTxn was written. The new producer's
+        init_transactions settles such a transaction (the broker completes or aborts it
+        before answering), but the local store does not have its writes, and applying
+        its records again would apply them twice. So the store catches up with the
+        changelog, as when a lane starts, and the offset stored with the state says how
+        far the partition is applied."""
+        while True:
+            try:
+                await self.d.catch_up({self.partition})
+                break
+            except Exception as exc:
+                if not is_kafka_failure(exc):
+                    raise
+                log.warning("partition %d: reading its changelog failed (%r); retrying",
+                            self.partition, exc)  # fmt: skip
+                await asyncio.sleep(1.0)
+        stored = self.d.state.get(self.partition, OFFSET_KEY)
+        applied = -1 if stored is None else int(stored)
+        if applied > self.committed:
+            log.warning(
+                "partition %d: the transaction reported as failed had committed (the "
+                "partition is applied up to offset %d, not %d); its events are not "
+                "applied again",
+                self.partition,
+                applied,
+                self.committed,
+            )
+            self.committed = self.resume = applied
 
     async def _pump(self) -> None:
         # Group commit. While the lane's transaction is in flight (its round trips to

@@ -319,6 +319,43 @@ async def test_a_restarted_worker_skips_what_it_applied_by_the_stored_offset(
     assert seqs == list(range(1, 401)), f"{len(seqs)} state changes for 400 events"
 
 
+async def test_a_commit_reported_failed_that_committed_is_not_applied_again(
+    kafka_bootstrap: str, unique: Callable[[str], str], data_dir: Path, tmp_path: Path
+) -> None:
+    # Every fifth commit of a lane commits and then raises (tests/lost_answer_app.py);
+    # the de-duplication window is one id, so only the offset stored with the state can
+    # tell the lane that the batch it is about to redo is applied already.
+    env = settings_env(kafka_bootstrap, unique("app"), data_dir, dedupe_ids="1")
+    app = env["GARRISON_APP"]
+    worker = WorkerProcess("tests.lost_answer_app", env, tmp_path / "worker.log")
+    worker.start()
+    try:
+        for start in range(0, 200, 10):  # in tens, each its own transaction or two
+            await _produce(
+                kafka_bootstrap,
+                f"{app}.events",
+                [
+                    (b"acme", encode_event(_event(i, "acme", "c1")))
+                    for i in range(start, start + 10)
+                ],
+            )
+            if start == 0:  # the lanes are up: every later ten comes on its own
+                await _changes(kafka_bootstrap, app, worker, lambda rs: len(rs) >= 10, timeout_s=90)
+            await asyncio.sleep(0.2)
+        await _changes(kafka_bootstrap, app, worker, lambda rs: len(rs) >= 200, timeout_s=120)
+        await asyncio.sleep(3)  # anything applied twice would arrive by now
+        changes = await read_topic(
+            kafka_bootstrap, f"{app}.state-changes", until=lambda rs: len(rs) >= 200, timeout_s=30
+        )
+        log = worker.log_tail(5000)
+    finally:
+        worker.stop()
+    seqs = [orjson.loads(rec.value)["seq"] for rec in changes]
+    assert seqs == list(range(1, 201)), f"{len(seqs)} state changes for 200 events"
+    lost = log.count("had committed")
+    assert lost >= 2, f"{lost} commits were reported lost"
+
+
 async def test_the_groups_offsets_follow_what_the_lanes_committed_at_rest(
     kafka_bootstrap: str, worker: WorkerProcess, worker_env: dict[str, str]
 ) -> None:
