@@ -9,9 +9,10 @@ touched key and the offset the partition is applied up to; RocksDB is written on
 the commit. Batches are group commits: while one transaction is in flight the next is
 applied on top of it, and sent the moment the first is done.
 
-When a transaction fails, nothing of it is visible (read_committed), so the lane puts
-every record it had not committed back at the front of its input, replaces its producer
-(a new ``init_transactions`` aborts what was left open) and goes on:
+When a transaction fails, the lane puts every record it had not committed back at the
+front of its input, replaces its producer (a new ``init_transactions`` settles what was
+left open: aborted, or committed if EndTxn got through while its answer did not), catches
+the store up with the changelog, skips what that shows applied, and goes on:
 
 - Kafka itself failing (the broker down, a coordinator moving, a timeout): the producer
   is rebuilt with backoff until the broker answers again, saying so once; nothing is
