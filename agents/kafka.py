@@ -30,6 +30,7 @@ __all__ = [
     "TXN_RETRY_BACKOFF_S",
     "UnroutableTopic",
     "close_producer",
+    "commit_transaction",
     "home_of",
     "is_kafka_failure",
     "is_record_refused",
@@ -168,6 +169,35 @@ async def while_sending(producer: AIOKafkaProducer, step: Awaitable[T]) -> T:
     raise kafka_errors.KafkaConnectionError(
         f"the producer's sender stopped ({cause!r}); it sends nothing more"
     )
+
+
+def _raise_if_failed(producer: AIOKafkaProducer) -> None:
+    """Raise the error that failed ``producer``'s transaction manager, if it has failed
+    for good (FATAL_ERROR: its sender died, or it was fenced)."""
+    txn = producer._txn_manager  # noqa: SLF001
+    if txn is None or txn.state != TransactionState.FATAL_ERROR:
+        return
+    waiter = txn.wait_for_transaction_end()
+    if waiter.done() and not waiter.cancelled() and waiter.exception() is not None:
+        raise waiter.exception()
+    raise kafka_errors.KafkaConnectionError("the producer's transaction failed; replace it")
+
+
+async def commit_transaction(producer: AIOKafkaProducer) -> None:
+    """``producer.commit_transaction()``, failing with the producer's own error when its
+    transaction manager has failed for good, and at once if its sender dies meanwhile
+    (:func:`while_sending`).
+
+    aiokafka asserts instead ("Invalid state transition FATAL_ERROR ->
+    COMMITTING_TRANSACTION"): an AssertionError, which is no Kafka failure, so a lane
+    took it for a bug. Seen after broker outages: the lane's task ended silently and
+    its partition got no output until the worker restarted."""
+    _raise_if_failed(producer)
+    try:
+        await while_sending(producer, producer.commit_transaction())
+    except AssertionError:
+        _raise_if_failed(producer)  # the sender failed it after the check above
+        raise
 
 
 def transaction_partitions(producer: AIOKafkaProducer) -> frozenset[TopicPartition]:

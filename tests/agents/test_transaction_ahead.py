@@ -5,7 +5,7 @@ wrote, so the next batch's records go out without waiting for AddPartitionsToTxn
 What that must keep: records sent into it commit and are read committed like any
 others; one that nothing came for commits empty and the producer goes on; a producer
 fenced meanwhile says so (a Kafka error, which the lane recovers from) when its next
-transaction is opened, instead of failing on an invalid state; and a producer whose
+transaction is opened or committed, instead of failing on an invalid state; and a producer whose
 sender task has ended (aiokafka's sender dies on errors it does not expect, a broker
 going away among them) fails what waits on it at once, not after the commit timeout.
 """
@@ -21,6 +21,7 @@ from aiokafka import errors as kafka_errors
 
 from agents.kafka import (
     close_producer,
+    commit_transaction,
     open_transaction,
     transaction_partitions,
     transactional_producer,
@@ -101,6 +102,13 @@ async def test_a_fenced_producer_says_so_when_its_next_transaction_opens(
             await old.commit_transaction()
         with pytest.raises(kafka_errors.KafkaError):
             await open_transaction(old)
+        # aiokafka itself asserts on a second commit ("Invalid state transition
+        # FATAL_ERROR -> COMMITTING_TRANSACTION"): no Kafka error for a lane to recover
+        # from. garrison's commit says what failed the producer.
+        with pytest.raises(AssertionError):
+            await old.commit_transaction()
+        with pytest.raises(kafka_errors.KafkaError):
+            await commit_transaction(old)
         await open_transaction(new)
         await (await new.send(a.topic, b"new", partition=0))
         await new.commit_transaction()
