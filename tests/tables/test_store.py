@@ -91,3 +91,16 @@ def test_a_partition_revoked_and_assigned_back_opens_though_a_cycle_holds_its_ol
         assert store.get(2, b"k") == b"v"  # opened again: the cycle collected first
     finally:
         gc.enable()
+
+
+def test_a_getter_kept_past_the_revoke_does_not_keep_the_database_open(tmp_path: Path) -> None:
+    """A lane's batches read through ``getter``; one still referenced after its
+    partition was revoked (as a stopped lane's were, seen after broker outages) kept
+    the database open, and the partition could not be opened again."""
+    store: PartitionStore = _app(tmp_path).state_store
+    store.write(3, {b"k": b"v"})
+    get = store.getter(3)  # held, not garbage
+    store._table.data._dbs.pop(3)  # noqa: SLF001 - as Faust's revoke_partitions does
+    gc.collect()
+    assert store.get(3, b"k") == b"v"  # opened again
+    assert get(b"k") == b"v"  # and the old getter reads the new handle
