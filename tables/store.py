@@ -9,8 +9,6 @@ here are the same bytes the changelog carries, so recovery restores them unchang
 
 from __future__ import annotations
 
-import gc
-import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -21,8 +19,6 @@ from pipeline.settings import RocksDBSettings
 from tables.scan import in_ranges
 
 __all__ = ["PartitionStore"]
-
-log = logging.getLogger(__name__)
 
 
 class _Options(RocksDBOptions):
@@ -64,7 +60,6 @@ class PartitionStore:
         # when the partition is assigned. Ours go there before that.
         store = table.data
         store.rocksdb_options = _Options(settings, use_rocksdict=store.use_rocksdict)
-        store._db_for_partition = _collecting_on_lock(store._db_for_partition)  # noqa: SLF001
 
     @property
     def changelog_topic(self) -> str:
@@ -162,41 +157,3 @@ class PartitionStore:
             if not key.startswith(prefix):
                 return
             yield key, value
-
-
-def _collecting_on_lock(open_db: Callable[[int], Rdict]) -> Callable[[int], Rdict]:
-    """Faust's ``_db_for_partition``, which first collects garbage when the partition's
-    database is still locked by this process.
-
-    Faust drops a revoked partition's handle without closing it (``revoke_partitions``:
-    ``db.close()`` is commented out) and counts on a collection to free it. A handle
-    that is still reachable only from a reference cycle (an exception's traceback, a
-    stopped lane's frames) stays open until the cyclic collector runs, and garrison's
-    worker runs it rarely (``agents.worker._tune_gc``). When the partition came back to
-    the same worker before that, RocksDB refused to open it again ("lock hold by
-    current process") for every one of Faust's 30 retries, and the worker crashed: seen
-    in ``tests/scenarios/test_faults.py``, a partition revoked and assigned back 49 s
-    later during broker outages."""
-
-    def db_for_partition(partition: int) -> Rdict:
-        try:
-            return open_db(partition)
-        except Exception as exc:
-            if "lock hold by current process" not in str(exc):
-                raise
-            from tables.batch import StateBatch  # noqa: PLC0415 - diagnostics only
-
-            alive = [o for o in gc.get_objects() if isinstance(o, StateBatch)]
-            held = sorted({type(r).__name__ for b in alive for r in gc.get_referrers(b)})
-            found = gc.collect()
-            log.warning(
-                "partition %d's database is still open in this process (%d state batches "
-                "alive, held by %s); collected %d objects, opening it again",
-                partition,
-                len(alive),
-                ", ".join(held) or "nothing",
-                found,
-            )
-            return open_db(partition)
-
-    return db_for_partition

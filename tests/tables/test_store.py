@@ -69,38 +69,31 @@ def test_a_database_with_the_memtable_filter_reads_back_what_was_written(
     assert list(store.scan_prefix(1, b"t1\x00", b"")) == listed
 
 
-def test_a_partition_revoked_and_assigned_back_opens_though_a_cycle_holds_its_old_handle(
-    tmp_path: Path,
+@pytest.mark.parametrize("held", ["strongly", "by a cycle, the collector off"])
+def test_a_getter_kept_past_the_revoke_does_not_keep_the_database_open(
+    tmp_path: Path, held: str
 ) -> None:
-    """Faust's revoke drops a partition's handle without closing it; a handle still held
-    by a reference cycle kept RocksDB's lock, so opening the partition again (assigned
-    back to the same worker) failed until the cyclic collector happened to run."""
-    store: PartitionStore = _app(tmp_path).state_store
-    store.write(2, {b"k": b"v"})
-    faust_store = store._table.data  # noqa: SLF001 - what Faust's revoke and assign touch
-
-    class Holder:  # a stopped lane's batch, in a cycle with itself
-        def __init__(self) -> None:
-            self.get = store.getter(2)
-            self.me = self
-
-    gc.disable()  # as the worker's rare collections: nothing collects the cycle meanwhile
-    try:
-        Holder()
-        faust_store._dbs.pop(2)  # noqa: SLF001 - as Faust's revoke_partitions does
-        assert store.get(2, b"k") == b"v"  # opened again: the cycle collected first
-    finally:
-        gc.enable()
-
-
-def test_a_getter_kept_past_the_revoke_does_not_keep_the_database_open(tmp_path: Path) -> None:
-    """A lane's batches read through ``getter``; one still referenced after its
-    partition was revoked (as a stopped lane's were, seen after broker outages) kept
-    the database open, and the partition could not be opened again."""
+    """A lane's batches read through ``getter``. Faust's revoke drops a partition's
+    handle without closing it; a getter still referenced after that (as a stopped
+    lane's batches were, seen after broker outages), strongly or from a cycle the
+    worker's rare collections leave alone, kept RocksDB's lock, and the partition
+    could not be opened again when it was assigned back to the same worker."""
     store: PartitionStore = _app(tmp_path).state_store
     store.write(3, {b"k": b"v"})
-    get = store.getter(3)  # held, not garbage
-    store._table.data._dbs.pop(3)  # noqa: SLF001 - as Faust's revoke_partitions does
-    gc.collect()
-    assert store.get(3, b"k") == b"v"  # opened again
-    assert get(b"k") == b"v"  # and the old getter reads the new handle
+
+    class Holder:  # a stopped lane's batch
+        def __init__(self) -> None:
+            self.get = store.getter(3)
+            self.me = self if held != "strongly" else None
+
+    holder = Holder()
+    gc.disable()
+    try:
+        if held != "strongly":
+            del holder  # only the cycle holds it now
+        store._table.data._dbs.pop(3)  # noqa: SLF001 - as Faust's revoke_partitions does
+        assert store.get(3, b"k") == b"v"  # opened again
+        if held == "strongly":
+            assert holder.get(b"k") == b"v"  # and the old getter reads the new handle
+    finally:
+        gc.enable()
