@@ -132,13 +132,9 @@ async def open_transaction(
     txn = producer._txn_manager  # noqa: SLF001
     if txn is None or txn.transactional_id is None:
         raise kafka_errors.IllegalOperation("not a transactional producer")
-    sender = producer._sender.sender_task  # noqa: SLF001
-    if sender is not None and sender.done():
-        raise kafka_errors.KafkaConnectionError("the producer's sender stopped; replace it")
+    _raise_if_failed(producer)
     if txn.is_in_transaction():
         return False
-    if txn.state in (TransactionState.ABORTABLE_ERROR, TransactionState.FATAL_ERROR):
-        txn.wait_for_transaction_end().result()  # raises what failed it
     await producer.begin_transaction()
     for tp in partitions:
         txn.maybe_add_partition_to_txn(tp)
@@ -172,10 +168,17 @@ async def while_sending(producer: AIOKafkaProducer, step: Awaitable[T]) -> T:
 
 
 def _raise_if_failed(producer: AIOKafkaProducer) -> None:
-    """Raise the error that failed ``producer``'s transaction manager, if it has failed
-    for good (FATAL_ERROR: its sender died, or it was fenced)."""
+    """Raise a Kafka error if ``producer`` can do nothing more in a transaction: its
+    sender task has ended, or its transaction manager failed (the error that failed it:
+    FATAL_ERROR when the sender died or it was fenced, ABORTABLE_ERROR when a request
+    of the open transaction was refused). aiokafka would assert on the next state
+    transition instead."""
+    sender = producer._sender.sender_task  # noqa: SLF001
+    if sender is not None and sender.done():
+        raise kafka_errors.KafkaConnectionError("the producer's sender stopped; replace it")
     txn = producer._txn_manager  # noqa: SLF001
-    if txn is None or txn.state != TransactionState.FATAL_ERROR:
+    failed = (TransactionState.ABORTABLE_ERROR, TransactionState.FATAL_ERROR)
+    if txn is None or txn.state not in failed:
         return
     waiter = txn.wait_for_transaction_end()
     if waiter.done() and not waiter.cancelled() and waiter.exception() is not None:
@@ -184,9 +187,9 @@ def _raise_if_failed(producer: AIOKafkaProducer) -> None:
 
 
 async def commit_transaction(producer: AIOKafkaProducer) -> None:
-    """``producer.commit_transaction()``, failing with the producer's own error when its
-    transaction manager has failed for good, and at once if its sender dies meanwhile
-    (:func:`while_sending`).
+    """``producer.commit_transaction()``, failing with a Kafka error when the producer
+    can commit nothing (:func:`_raise_if_failed`), and at once if its sender dies
+    meanwhile (:func:`while_sending`).
 
     aiokafka asserts instead ("Invalid state transition FATAL_ERROR ->
     COMMITTING_TRANSACTION"): an AssertionError, which is no Kafka failure, so a lane

@@ -121,7 +121,7 @@ class Lane:
         self._paused = False  # what the consumer was last told (the inbox full or not)
         self._valve: asyncio.Task[None] | None = None
         self.producer: AIOKafkaProducer | None = None
-        self.ahead: AIOKafkaProducer | None = None  # whose transaction is open, empty
+        self.ahead = False  # self.producer's transaction is open and empty (opened ahead)
         self.task: asyncio.Task[None] | None = None
         self.closed = False
         self.counts: dict[str, int] = {}  # partitions per topic; "" = the events topic
@@ -177,9 +177,9 @@ class Lane:
         try:
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:
-            producer, empty = self.producer, self.ahead is self.producer
+            producer = self.producer
             if producer is not None:
-                if empty:
+                if self.ahead:
                     # Empty: end it here rather than leave it to the next owner's
                     # init_transactions, which would wait for the broker to abort it.
                     with contextlib.suppress(Exception, TimeoutError):
@@ -458,9 +458,8 @@ class Lane:
 
     async def _close_ahead(self) -> None:
         """Commit the transaction opened ahead, which no batch came for."""
-        producer, self.ahead = self.ahead, None
-        if producer is not self.producer or producer is None:
-            return  # replaced meanwhile: the new one has no transaction open
+        producer, self.ahead = self.producer, False
+        assert producer is not None
         try:
             async with asyncio.timeout(_COMMIT_TIMEOUT_S):
                 await commit_transaction(producer)
@@ -487,7 +486,7 @@ class Lane:
         return prepared
 
     async def _replace_producer(self) -> None:
-        old, self.producer = self.producer, None
+        old, self.producer, self.ahead = self.producer, None, False
         if old is not None:
             # Do not wait for it: with the broker down its close would wait too.
             asyncio.ensure_future(close_producer(old))
@@ -509,7 +508,7 @@ class Lane:
             # and the new one's init_transactions aborts what this one left open.
             # Usually the transaction is open already (opened ahead, below).
             await open_transaction(producer)
-            self.ahead = None
+            self.ahead = False
             # The offset applied up to is in the state changelog (applied_up_to), in
             # this transaction. The consumer group's offsets are not: the dispatcher
             # commits what the lanes committed, outside any transaction
@@ -527,7 +526,7 @@ class Lane:
             # failure here would surface again in the next batch's open_transaction).
             with contextlib.suppress(Exception):
                 await open_transaction(producer, partitions)
-                self.ahead = producer
+                self.ahead = True
         # Tell Faust's recovery how far the local store has the changelog, so a restart
         # replays only what came after.
         for store in (d.state, d.timers):
