@@ -134,7 +134,7 @@ class _Echo:
         )
         self._waiting: dict[bytes, asyncio.Future[None]] = {}
         self._collecting: asyncio.Task[None] | None = None
-        self._sent = 0
+        self._tokens = itertools.count()  # unique across rounds
 
     async def start(self) -> None:
         for c in (self._client, self._answers):
@@ -160,15 +160,12 @@ class _Echo:
         """Latencies (ms) of requests echoed at ``rate`` (see :func:`_paced`)."""
 
         async def call(i: int) -> None:
-            token = b"r%d" % (self._sent + i)
+            token = b"r%d" % next(self._tokens)
             future = self._waiting[token] = asyncio.get_running_loop().create_future()
             await self._client.send(self._requests, token, key=b"t%d" % (i % 200))
             await asyncio.wait_for(future, 30)
 
-        try:
-            return await _paced(rate, seconds, warmup_s, call)
-        finally:
-            self._sent += int(rate * seconds) + 1
+        return await _paced(rate, seconds, warmup_s, call)
 
     async def stop(self) -> None:
         if self._collecting is not None:
