@@ -182,7 +182,7 @@ class Lane:
                 if self.ahead:
                     # Empty: end it here rather than leave it to the next owner's
                     # init_transactions, which would wait for the broker to abort it.
-                    with contextlib.suppress(Exception, TimeoutError):
+                    with contextlib.suppress(Exception):  # TimeoutError among them
                         await asyncio.wait_for(producer.abort_transaction(), 1.0)
                 await close_producer(producer)
 
@@ -301,8 +301,11 @@ class Lane:
             except Exception as exc:
                 if not is_kafka_failure(exc):
                     raise
-                log.warning("partition %d: reading its changelog failed (%r); retrying",
-                            self.partition, exc)  # fmt: skip
+                log.warning(
+                    "partition %d: reading its changelog failed (%r); retrying",
+                    self.partition,
+                    exc,
+                )
                 await asyncio.sleep(1.0)
         stored = self.d.state.get(self.partition, OFFSET_KEY)
         applied = -1 if stored is None else int(stored)
