@@ -168,25 +168,12 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
             log.error("an event reached the Faust stream; the dispatcher hook is broken")
 
     _add_timer_delivery(app)
-    _add_offset_commits(app)
     add_api(app)
     if settings.metrics.enabled:
         app.dispatcher.metrics = metrics = WorkerMetrics(settings)
         metrics.watch(app)
         add_metrics_route(app, metrics)
     return app
-
-
-def _add_offset_commits(app: GarrisonApp) -> None:
-    """Every ``offset_commit_interval_ms`` (100 ms at the least: 0 would spin), commit
-    the group's offsets of every lane of the worker, in one request, outside the lanes'
-    transactions (``Dispatcher.commit_group_offsets``)."""
-    interval = max(app.settings.offset_commit_interval_ms, 100) / 1000.0
-
-    @app.timer(interval=interval)  # type: ignore[untyped-decorator]
-    async def commit_group_offsets() -> None:
-        if app.serving:
-            await app.dispatcher.commit_group_offsets()
 
 
 def _add_timer_delivery(app: GarrisonApp) -> None:

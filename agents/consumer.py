@@ -15,14 +15,17 @@ load). Now, on every assignment:
    any record of the new assignment can be fetched (:class:`_Listener`);
 2. Faust's seek to the group's committed offsets leaves them alone
    (:meth:`ConsumerThread.seek_to_committed`);
-3. once the tables are recovered, each lane fences the previous owner, catches its store
-   up with the changelog, and seeks its partition to the offset stored with its state
-   and resumes it, in one call in the consumer thread (``seek_and_resume``);
+3. once the tables are recovered, the dispatcher waits until no open transaction holds
+   the partitions' group offsets (``wait_stable``: the previous owner's last
+   transaction has ended), catches the stores up with the changelog, and each lane
+   seeks its partition to the offset stored with its state and resumes it, in one call
+   in the consumer thread (``seek_and_resume``);
 4. fetched records go only to a lane activated in the current generation; anything
    else is dropped, which is safe because its partition is paused until a lane seeks it.
 
-The group's offsets of the events partitions are the dispatcher's to commit, outside
-the lanes' transactions, in the consumer thread (``commit_events``).
+The group's offsets of the events partitions are committed inside the worker's
+transactions, fenced by the group generation (``agents.group_offsets``): the consumer
+never commits them itself.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ from typing import TYPE_CHECKING, Any, cast
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.group import LeaveGroupRequest
-from aiokafka.structs import OffsetAndMetadata
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from agents.group_offsets import GroupMember, StableOffsetFetchRequest, stable_offsets
 
 if TYPE_CHECKING:
     from agents.app import GarrisonApp
@@ -45,7 +49,7 @@ __all__ = ["ConsumerThread", "Transport", "consumer_thread"]
 
 log = logging.getLogger(__name__)
 
-_COMMIT_TIMEOUT_S = 10.0  # a group offset commit given up (the next one carries on)
+_STABLE_RETRY_S = 0.1  # between fetches of offsets an open transaction holds
 
 
 class _Listener(faust_aiokafka.ConsumerRebalanceListener):
@@ -91,7 +95,7 @@ def _leave_when_closed(coordinator: Any) -> None:
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """Faust's consumer thread, with what the dispatcher and its lanes ask of the events
-    partitions: ``seek_and_resume``, ``hold``, ``commit_events``."""
+    partitions: ``seek_and_resume``, ``hold``, ``member``, ``wait_stable``."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -157,46 +161,57 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
         await self.call_thread(valve)
 
-    async def commit_events(self, offsets: dict[int, int], generation: int) -> bool:
-        """Commit the group's offsets of events partitions (partition -> the next offset
-        to read) that this worker still owns in ``generation``, outside any
-        transaction; False if it owns none of them, the group has rebalanced, or Kafka
-        failed (the next call tries again)."""
-        events = cast("GarrisonApp", self.app).settings.topics.events
-        consumer = self._ensure_consumer()
+    async def member(self, generation: int) -> GroupMember | None:
+        """Who this worker is in the group in ``generation`` (what its transactions'
+        offsets are fenced by, ``agents.group_offsets``); None if the group has moved on."""
 
-        async def commit() -> bool:
-            coordinator = consumer._coordinator  # noqa: SLF001
-            subscription = consumer._subscription.subscription  # noqa: SLF001
-            assignment = None if subscription is None else subscription.assignment
-            if assignment is None:
-                return False
-            # One attempt, not consumer.commit(): aiokafka retries a retriable error
-            # with a new request in the coordinator's generation of the moment, so a
-            # retry after a rebalance would commit, in the new generation, offsets of a
-            # partition this worker has lost. The request is built (generation
-            # included) without an await after these checks; the next call is the retry.
-            async with coordinator._commit_lock:  # noqa: SLF001 - as consumer.commit
-                if coordinator.generation != generation:
-                    return False
-                mine = {
-                    tp: OffsetAndMetadata(offset, "")
-                    for tp, offset in ((TopicPartition(events, p), o) for p, o in offsets.items())
-                    if tp in assignment.tps
-                }
-                if not mine:
-                    return False
-                try:
-                    await asyncio.wait_for(
-                        coordinator._do_commit_offsets(assignment, mine),  # noqa: SLF001
-                        _COMMIT_TIMEOUT_S,
-                    )
-                except (KafkaError, TimeoutError) as exc:
-                    log.info("committing the group's offsets failed, retrying later: %r", exc)
-                    return False
+        async def who() -> GroupMember | None:
+            coordinator = self._ensure_consumer()._coordinator  # noqa: SLF001
+            if coordinator.generation != generation:
+                return None
+            return GroupMember(
+                coordinator.group_id,
+                generation,
+                coordinator.member_id,
+                coordinator._group_instance_id,  # noqa: SLF001
+            )
+
+        return cast("GroupMember | None", await self.call_thread(who))
+
+    async def wait_stable(self, partitions: set[int], generation: int) -> bool:
+        """Wait until no open transaction holds group offsets of these events partitions
+        (OffsetFetch with require_stable, ``agents.group_offsets``): a transaction the
+        previous owner committed offsets in before the generation moved has then ended,
+        and the changelog shows what it wrote or not. False if the group moves on
+        meanwhile."""
+        if not partitions:
             return True
+        events = cast("GarrisonApp", self.app).settings.topics.events
+        coordinator = self._ensure_consumer()._coordinator  # noqa: SLF001
+        request = StableOffsetFetchRequest(coordinator.group_id, events, partitions)
+        waited = 0.0
 
-        return bool(await self.call_thread(commit))
+        async def fetch() -> dict[int, int] | None:
+            return stable_offsets(await coordinator._send_req(request))  # noqa: SLF001
+
+        while True:
+            if coordinator.generation != generation:
+                return False
+            try:
+                if await self.call_thread(fetch) is not None:
+                    if waited:
+                        log.info("partitions %s: the open transaction ended", sorted(partitions))
+                    return True
+                if not waited:
+                    log.info(
+                        "partitions %s: waiting for a transaction that holds their group "
+                        "offsets to end",
+                        sorted(partitions),
+                    )
+            except KafkaError as exc:
+                log.info("fetching stable offsets of %s failed, retrying: %r", partitions, exc)
+            await asyncio.sleep(_STABLE_RETRY_S)
+            waited += _STABLE_RETRY_S
 
 
 class _Consumer(faust_aiokafka.Consumer):

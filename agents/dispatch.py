@@ -3,11 +3,10 @@
 Records of ``<app>.events`` arrive in bulk from the worker's Faust consumer (see
 ``agents.app``), never through Faust's per-event stream, and go to the lane of their
 partition (``agents.lane``): it applies them with the pure decision
-(``pipeline.decision``) and commits each batch in one Kafka transaction. The consumer
-group's offsets follow, outside the transactions: at most every
-``offset_commit_interval_ms`` the dispatcher commits, in one request, what its lanes
-have committed (:meth:`Dispatcher.commit_group_offsets`). Where a lane reads is the
-offset stored with its state; records a new owner reads below it are skipped unopened.
+(``pipeline.decision``) and commits each batch in the worker's stream of transactions
+(``agents.transactions``: one producer for every lane), with the partition's group
+offset, fenced by the group generation. Where a lane reads is the offset stored with
+its state; records a new owner reads below it are skipped unopened.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from agents.lane import Lane
 from agents.logs import announce_ready
 from agents.metrics import Tally, WorkerMetrics
 from agents.tracing import Tracing
+from agents.transactions import Transactions
 from pipeline.decision import Rules, Verdict
 from pipeline.registry import Registry
 from pipeline.settings import Settings
@@ -95,15 +95,15 @@ class Dispatcher:
         self.metrics: WorkerMetrics | None = None
         self.tracing: Tracing | None = None
         self._lanes: dict[int, Lane] = {}
+        self.transactions = Transactions(settings)
         self.failed = asyncio.Event()
         self.on_failure: Callable[[], None] | None = None
         # Hooks the worker app sets: bring the local stores of some partitions up to
         # their changelogs' ends; the consumer thread, which seeks, pauses and resumes
-        # the events partitions and commits their group offsets, each only for the
-        # generation that asks (agents.consumer).
+        # the events partitions, each only for the generation that asks, and says who
+        # the worker is in the group (agents.consumer).
         self.catch_up: Callable[[set[int]], Awaitable[None]] = _nothing
         self.consumer: Callable[[], ConsumerThread] = _no_consumer
-        self._group_offsets: dict[int, int] = {}  # what was last committed, this generation
         self.generation = -1  # the generation the lanes were last activated for
         self.active = asyncio.Event()  # every lane of that generation serves
 
@@ -118,13 +118,14 @@ class Dispatcher:
 
     async def activate(self, partitions: set[int], generation: int) -> None:
         """Start the lanes of ``partitions`` for ``generation``, after the tables are
-        recovered: fence each partition's previous owner, catch the stores up with what
-        it committed meanwhile, then seek each partition to its stored offset."""
+        recovered: wait until the previous owners' transactions holding their offsets
+        have ended (``ConsumerThread.wait_stable``), catch the stores up with what they
+        committed meanwhile, then seek each partition to its stored offset."""
         if generation == self.generation and self.active.is_set():
             return  # this generation's lanes serve already
         self.generation = generation
         self.active.clear()
-        self._group_offsets = {}  # another owner may have committed since
+        await self.transactions.start()
         stale = {p for p, lane in self._lanes.items() if lane.generation != generation}
         await self.revoke(stale | (set(self._lanes) - partitions))
         # A lane of this generation that a cancelled activation left behind is redone.
@@ -133,40 +134,13 @@ class Dispatcher:
         for p in sorted(partitions):
             if p not in self._lanes:
                 lanes.append(self._lanes.setdefault(p, Lane(self, p, generation)))
-        await asyncio.gather(*(lane.fence() for lane in lanes))
+        await self.consumer().wait_stable({lane.partition for lane in lanes}, generation)
         await self.catch_up({lane.partition for lane in lanes})
         began = await asyncio.gather(*(lane.begin() for lane in lanes))
         if all(began) and self.generation == generation:
             self.active.set()
             log.info("serving partitions %s", sorted(partitions) or "none")
             announce_ready(self.settings, sorted(partitions))
-
-    async def commit_group_offsets(self) -> bool:
-        """Commit the consumer group's offsets of the partitions this worker serves, up to
-        what their lanes have committed, where that moved since the last time; True if
-        there was nothing to commit or it was committed.
-
-        Outside any transaction, so no batch waits on it; never ahead of what is
-        committed, so a new owner reads again at most what was applied since. Exactness
-        does not depend on them (a lane reads from the offset stored with its state);
-        lag monitors read them. A worker that no longer owns a partition cannot commit
-        its offset: the group refuses a member of an older generation."""
-        generation = self.generation
-        due = {
-            p: lane.committed
-            for p, lane in self._lanes.items()
-            if lane.serving
-            and lane.generation == generation
-            and lane.committed >= 0
-            and self._group_offsets.get(p) != lane.committed
-        }
-        if not due:
-            return True
-        if not await self.consumer().commit_events(due, generation):
-            return False
-        if self.generation == generation:
-            self._group_offsets.update(due)
-        return True
 
     async def revoke(self, partitions: set[int]) -> None:
         """Stop the lanes of revoked partitions; their uncommitted work is aborted and
@@ -177,8 +151,9 @@ class Dispatcher:
         await asyncio.gather(*(lane.stop() for lane in lanes), return_exceptions=True)
 
     async def stop(self) -> None:
-        """Stop every lane."""
+        """Stop every lane, then the worker's transactions."""
         await self.revoke(set(self._lanes))
+        await self.transactions.stop()
 
     def fail(self) -> None:
         """A lane hit an unrecoverable error: tell the worker, which stops."""

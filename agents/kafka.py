@@ -27,6 +27,7 @@ from pipeline.settings import KafkaSettings
 
 __all__ = [
     "MAX_BATCH_BYTES",
+    "add_partitions",
     "TXN_RETRY_BACKOFF_S",
     "UnroutableTopic",
     "close_producer",
@@ -136,9 +137,16 @@ async def open_transaction(
     if txn.is_in_transaction():
         return False
     await producer.begin_transaction()
+    add_partitions(producer, partitions)
+    return True
+
+
+def add_partitions(producer: AIOKafkaProducer, partitions: Iterable[TopicPartition]) -> None:
+    """Add ``partitions`` to ``producer``'s open transaction now (AddPartitionsToTxn goes
+    out at once, not with the first records for them)."""
+    txn = producer._txn_manager  # noqa: SLF001
     for tp in partitions:
         txn.maybe_add_partition_to_txn(tp)
-    return True
 
 
 async def while_sending(producer: AIOKafkaProducer, step: Awaitable[T]) -> T:
@@ -242,7 +250,7 @@ def is_kafka_failure(exc: BaseException) -> bool:
 
 
 async def transactional_producer(
-    kafka: KafkaSettings, transactional_id: str, label: str
+    kafka: KafkaSettings, transactional_id: str, label: str, *, transaction_timeout_ms: int = 60_000
 ) -> AIOKafkaProducer:
     """A started transactional producer (its ``init_transactions`` fences whoever held
     ``transactional_id`` before). Waits for the broker as long as it takes, with
@@ -272,6 +280,7 @@ async def transactional_producer(
             producer = AIOKafkaProducer(
                 **kafka_options(kafka),
                 transactional_id=transactional_id,
+                transaction_timeout_ms=transaction_timeout_ms,
                 enable_idempotence=True,
                 acks="all",
                 # The lanes' Outbox hands over whole record batches, once the batch is

@@ -1,22 +1,26 @@
-"""One partition's lane: apply records, produce and commit them in transactions, and ride
-out whatever Kafka does meanwhile.
+"""One partition's lane: apply records into batches, commit them in the worker's
+transactions, and ride out whatever Kafka does meanwhile.
 
-A lane owns one events partition while this worker is assigned it. It has its own
-transactional producer (``transactional.id`` = ``<app>.dispatch.<partition>``, so a new
-owner's ``init_transactions`` fences the old one at once). Each batch is ONE transaction
-holding the state changes, emitted events, dead letters, one changelog record per
-touched key and the offset the partition is applied up to; RocksDB is written only after
-the commit. Batches are group commits: while one transaction is in flight the next is
-applied on top of it, and sent the moment the first is done.
+A lane owns one events partition while this worker is assigned it. Each batch goes in
+ONE transaction of the worker's producer (``agents.transactions``, shared by every lane)
+with the state changes, emitted events, dead letters, one changelog record per touched
+key, the offset the partition is applied up to, and the partition's group offset,
+fenced by the group generation the lane was started in (``agents.group_offsets``);
+RocksDB is written only after the commit. Batches are group commits: while one is in
+its transaction the next is applied on top of it, and handed over the moment the first
+is done.
 
-When a transaction fails, the lane puts every record it had not committed back at the
-front of its input, replaces its producer (a new ``init_transactions`` settles what was
-left open: aborted, or committed if EndTxn got through while its answer did not), catches
-the store up with the changelog, skips what that shows applied, and goes on:
+When a transaction fails, the worker's producer is replaced (its ``init_transactions``
+settles what was left open: aborted, or committed if EndTxn got through while its answer
+did not); then the lane puts every record it had not committed back at the front of its
+input, catches the store up with the changelog, skips what that shows applied, and goes
+on:
 
 - Kafka itself failing (the broker down, a coordinator moving, a timeout): the producer
   is rebuilt with backoff until the broker answers again, saying so once; nothing is
   lost or applied twice, and the worker never exits for it.
+- the group refusing the offsets (the partition has a new owner: this worker is a
+  zombie): the transaction aborts, and the lane waits for the rebalance to stop it.
 - Kafka refusing what one event produced (a record too large for the topic, a topic
   that is gone or may not be written): the lane replays the failed records one per
   transaction, and the one Kafka refuses becomes a dead letter of stage ``output`` with
@@ -26,28 +30,17 @@ the store up with the changelog, skips what that shows applied, and goes on:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka import errors as kafka_errors
+from aiokafka import TopicPartition
 
+from agents.group_offsets import GroupMember, OffsetsRefused
 from agents.inbox import Inbox
-from agents.kafka import (
-    close_producer,
-    commit_transaction,
-    home_of,
-    is_kafka_failure,
-    is_record_refused,
-    open_transaction,
-    transaction_partitions,
-    transactional_producer,
-    while_sending,
-)
+from agents.kafka import home_of, is_kafka_failure, is_record_refused
 from agents.logs import dead_letter_log
 from agents.metrics import Tally
 from agents.outbox import Outbox
@@ -67,18 +60,6 @@ __all__ = ["Lane"]
 log = logging.getLogger(__name__)
 
 _YIELD_EVERY = 128  # records applied between yields to the event loop
-# A transaction that has not committed in this long is given up (and redone): with a
-# broker that is down, aiokafka's transactional sends never expire on their own.
-_COMMIT_TIMEOUT_S = 60.0
-# A lane opens its next transaction the moment one commits, adding the partitions that
-# one wrote, so the next batch does not wait for AddPartitionsToTxn (and its retries
-# while the last commit's markers are written: CONCURRENT_TRANSACTIONS). Measured with
-# four producers at 50 transactions/s each on the local broker, beside an echo at
-# 200/s: a batch readable (read_committed) after 3.7-5.0 ms at p50 instead of 4.8-7.0,
-# p99 7.1-14.9 instead of 10.4-17.4 (bench/README.md, answered writes). One left empty
-# this long is committed empty, far inside the broker's transaction timeout (aiokafka's
-# default, 60 s), and the lane opens none again until its next batch commits.
-_AHEAD_IDLE_S = 5.0
 
 
 class _Failed(Exception):
@@ -108,8 +89,8 @@ _VERB = {True: "pausing", False: "resuming"}
 
 
 class Lane:
-    """The lane of ``partition`` in one group generation: :meth:`fence`, then
-    :meth:`begin`; :meth:`offer` fetched records; :meth:`stop`."""
+    """The lane of ``partition`` in one group generation: :meth:`begin`; :meth:`offer`
+    fetched records; :meth:`stop`."""
 
     def __init__(self, dispatcher: Dispatcher, partition: int, generation: int) -> None:
         self.d = dispatcher
@@ -120,8 +101,7 @@ class Lane:
         self.inbox = Inbox(4 * dispatcher.settings.batch_size, on_room=self._turn_valve)
         self._paused = False  # what the consumer was last told (the inbox full or not)
         self._valve: asyncio.Task[None] | None = None
-        self.producer: AIOKafkaProducer | None = None
-        self.ahead = False  # self.producer's transaction is open and empty (opened ahead)
+        self.member: GroupMember | None = None  # who applies it (its offsets are fenced by)
         self.task: asyncio.Task[None] | None = None
         self.closed = False
         self.counts: dict[str, int] = {}  # partitions per topic; "" = the events topic
@@ -135,21 +115,19 @@ class Lane:
 
     # -- life ---------------------------------------------------------------------------
 
-    async def fence(self) -> None:
-        """Initialise the lane's transactional producer: the previous owner of the
-        partition can commit nothing more (the broker finishes or aborts what it had in
-        flight first)."""
-        self.producer = await self._new_producer()
-
     async def begin(self) -> bool:
-        """After :meth:`fence` and the store's catch-up: load where the partition is
+        """After the previous owner's transactions have ended and the store has caught
+        up with the changelog (``Dispatcher.activate``): load where the partition is
         applied up to, seek the consumer there and run. False if the partition moved
         meanwhile (the lane then does nothing until it is stopped)."""
         d = self.d
-        assert self.producer is not None
+        self.member = await d.consumer().member(self.generation)
+        if self.member is None:
+            log.info("partition %d moved while its lane started", self.partition)
+            return False
         stored = d.state.get(self.partition, OFFSET_KEY)
         self.committed = self.resume = -1 if stored is None else int(stored)
-        self.counts[""] = len(await self.producer.partitions_for(d.settings.topics.events))
+        self.counts[""] = await d.transactions.partitions_for(d.settings.topics.events)
         self.seal_key = d.state.get(self.partition, SEAL_KEY) or await self._new_seal()
         home = home_of(d.rules.partitioning, self.counts[""])
         trace = None if self.spans is None else self.spans.begin
@@ -165,7 +143,9 @@ class Lane:
         return True
 
     async def stop(self) -> None:
-        """Stop: what is not committed is aborted (the next owner consumes it again)."""
+        """Stop: what is not committed is dropped (the next owner consumes it again). A
+        batch already in a transaction commits or aborts with it; the next owner's wait
+        for stable offsets covers it."""
         self.closed = True
         self.inbox.close()
         # Both cancelled before any await: a stop that is itself cancelled (a revoke cut
@@ -174,17 +154,7 @@ class Lane:
         tasks = [t for t in (self._valve, self.task) if t is not None]
         for t in tasks:
             t.cancel()
-        try:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        finally:
-            producer = self.producer
-            if producer is not None:
-                if self.ahead:
-                    # Empty: end it here rather than leave it to the next owner's
-                    # init_transactions, which would wait for the broker to abort it.
-                    with contextlib.suppress(Exception):  # TimeoutError among them
-                        await asyncio.wait_for(producer.abort_transaction(), 1.0)
-                await close_producer(producer)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def offer(self, chunk: Sequence[Any]) -> None:
         """Hand the lane fetched records. Never waits: at 4 batches' worth queued, the
@@ -208,12 +178,6 @@ class Lane:
                 log.warning("partition %d: %s it failed: %r", self.partition, _VERB[want], exc)
                 return
             self._paused = want
-
-    async def _new_producer(self) -> AIOKafkaProducer:
-        s = self.d.settings
-        return await transactional_producer(
-            s.kafka, f"{s.app}.dispatch.{self.partition}", f"partition {self.partition}"
-        )
 
     async def _new_seal(self) -> bytes:
         """A new seal key for the partition's timer firings, committed before any firing
@@ -252,7 +216,8 @@ class Lane:
                 return
 
     async def _recover(self, failure: _Failed) -> None:
-        """Put back what was not committed, rebuild the producer, maybe isolate."""
+        """Put back what was not committed, maybe isolate, learn what is applied (the
+        worker's producer was replaced before the failure reached the lane)."""
         cause = failure.cause
         self.inbox.give_back(failure.records)
         self.resume = self.committed
@@ -267,21 +232,18 @@ class Lane:
             )
         elif not is_kafka_failure(cause):
             raise cause  # neither Kafka nor a record: a bug, which _run reports
-        elif isinstance(cause, kafka_errors.ProducerFenced | kafka_errors.InvalidProducerEpoch):
-            # Another process initialised this partition's transactional id: a new owner
-            # (then this worker is a zombie, and the group will take the partition from
-            # it) or, after a transaction timed out, the coordinator. Re-initialising at
-            # once would fence the new owner in turn; wait until the group has settled,
-            # by which time a zombie has learnt it lost the partition (and stopped us).
+        elif isinstance(cause, OffsetsRefused):
+            # The group refused the offsets: it has given the partition to another
+            # member (this worker is a zombie, and the rebalance will stop this lane).
             wait = self.d.settings.session_timeout_s + 1
             log.warning(
-                "partition %d: fenced (%s); retrying in %.0f s unless the partition moves",
+                "partition %d: fenced by the group (%s); retrying in %.0f s unless the "
+                "partition moves",
                 self.partition,
                 cause,
                 wait,
             )
             await asyncio.sleep(wait)
-        await self._replace_producer()
         await self._resync()
 
     async def _resync(self) -> None:
@@ -346,13 +308,9 @@ class Lane:
                 size = 1 if self.isolate_until >= max(self.resume, 0) else s.batch_size
                 if current is None:
                     # Nothing being applied: wait for records, or for the transaction in
-                    # flight to end (a failure must be noticed without new input), or
-                    # for the transaction opened ahead to have waited long enough.
-                    idle = _AHEAD_IDLE_S if committing is None and self.ahead else None
-                    chunk = await self.inbox.next(until=committing, timeout=idle)
+                    # flight to end (a failure must be noticed without new input).
+                    chunk = await self.inbox.next(until=committing)
                     if chunk is None:
-                        if idle is not None:
-                            await self._close_ahead()
                         continue
                     current = self._open(None if sent is None else sent.batch, loop.time())
                 elif committing is not None:
@@ -383,7 +341,7 @@ class Lane:
 
     def _open(self, parent: StateBatch | None, now: float) -> _Prepared:
         """A new, empty batch reading through ``parent`` (the batch still committing)."""
-        d, producer = self.d, self.producer
+        d, producer = self.d, self.d.transactions.producer
         assert producer is not None
         return _Prepared(
             StateBatch(
@@ -443,7 +401,7 @@ class Lane:
         transaction, then write the local store. Raises if Kafka did not commit it."""
         if len(prepared.records) == 1 and self.isolate_until >= prepared.records[0].offset:
             try:
-                await self._transact(prepared)
+                await self._transact(prepared, alone=True)
             except Exception as exc:  # noqa: BLE001 - classified just below
                 if not is_record_refused(exc):
                     raise
@@ -454,20 +412,9 @@ class Lane:
                     rec.offset,
                     exc,
                 )
-                await self._replace_producer()
-                await self._transact(self._refused(rec, exc))
+                await self._transact(self._refused(rec, exc), alone=True)
         else:
             await self._transact(prepared)
-
-    async def _close_ahead(self) -> None:
-        """Commit the transaction opened ahead, which no batch came for."""
-        producer, self.ahead = self.producer, False
-        assert producer is not None
-        try:
-            async with asyncio.timeout(_COMMIT_TIMEOUT_S):
-                await commit_transaction(producer)
-        except Exception as exc:  # noqa: BLE001 - recovered from like a failed batch
-            raise _Failed(exc, []) from exc
 
     def _refused(self, rec: Any, exc: BaseException) -> _Prepared:
         """A batch holding only the dead letter of ``rec``, whose output Kafka refused."""
@@ -488,16 +435,9 @@ class Lane:
         prepared.letters.append((rec, letter.stage, letter.reason))
         return prepared
 
-    async def _replace_producer(self) -> None:
-        old, self.producer, self.ahead = self.producer, None, False
-        if old is not None:
-            # Do not wait for it: with the broker down its close would wait too.
-            asyncio.ensure_future(close_producer(old))
-        self.producer = await self._new_producer()
-
-    async def _transact(self, prepared: _Prepared) -> None:
+    async def _transact(self, prepared: _Prepared, *, alone: bool = False) -> None:
         d, out = self.d, prepared.out
-        producer = out.producer  # the one the batch was built for (replaced ones are not)
+        assert self.member is not None
         next_offset = max(prepared.next_offset, self.committed)
         prepared.batch.applied_up_to(next_offset)
         for key, value in prepared.batch.state_writes.items():
@@ -505,31 +445,14 @@ class Lane:
         for key, value in prepared.batch.timer_writes.items():
             out.add(d.timers.changelog_topic, key, value, partition=self.partition)
         started = asyncio.get_running_loop().time()
-        async with asyncio.timeout(_COMMIT_TIMEOUT_S):
-            # Not `async with producer.transaction()`: its abort on the way out can wait
-            # for ever on a broker that is gone. A failed producer is replaced instead,
-            # and the new one's init_transactions aborts what this one left open.
-            # Usually the transaction is open already (opened ahead, below).
-            await open_transaction(producer)
-            self.ahead = False
-            # The offset applied up to is in the state changelog (applied_up_to), in
-            # this transaction. The consumer group's offsets are not: the dispatcher
-            # commits what the lanes committed, outside any transaction
-            # (Dispatcher.commit_group_offsets). In the transaction they cost it two
-            # more round trips and a marker on __consumer_offsets: in bench/kv.py's
-            # updates at 200/s, the 11% that rode in such a transaction took 290 ms at
-            # p50 against 121 ms, and made 34 of the slowest 59.
-            written = await while_sending(producer, out.flush())
-            partitions = transaction_partitions(producer)
-            await commit_transaction(producer)
+        # The offset applied up to is in the state changelog (applied_up_to), where the
+        # lane reads it; the group offset goes in the same transaction, fenced by the
+        # generation (agents.transactions).
+        written = await d.transactions.commit(
+            out, self.partition, next_offset, self.member, alone=alone
+        )
         prepared.batch.apply_locally()
         self.committed = next_offset
-        if not self.closed and producer is self.producer:
-            # Committed: whatever happens to the next one cannot undo this batch (a
-            # failure here would surface again in the next batch's open_transaction).
-            with contextlib.suppress(Exception):
-                await open_transaction(producer, partitions)
-                self.ahead = True
         # Tell Faust's recovery how far the local store has the changelog, so a restart
         # replays only what came after.
         for store in (d.state, d.timers):

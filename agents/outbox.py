@@ -109,9 +109,12 @@ class Outbox:
                 raise UnroutableTopic(f"topic {topic!r} does not exist") from None
             raise
 
-    async def flush(self) -> dict[tuple[str, int], int]:
-        """Send every batch (call inside the transaction) and wait until delivered; the
-        last offset written per (topic, partition)."""
+    async def flush(self, producer: AIOKafkaProducer) -> dict[tuple[str, int], int]:
+        """Send every batch with ``producer`` (the worker's, which may have been replaced
+        since this outbox was made: a record batch is no producer's own) inside its
+        transaction, and wait until delivered; the last offset written per (topic,
+        partition)."""
+        self._producer = producer
         await self.route()
         batches = [*self._full, *self._builders.items()]
         self._full, self._builders = [], {}

@@ -334,14 +334,6 @@ class Settings(BaseSettings):
         "transaction starts, when the partition has none in flight (fewer, "
         "larger transactions at a low rate, for this much latency)",
     )
-    offset_commit_interval_ms: int = Field(
-        default=1000,
-        ge=0,
-        description="how often a worker commits its consumer group's offsets, up to what "
-        "its lanes have committed, in one request outside the transactions (100 ms at "
-        "the least); they are what lag monitors see, exactness does not depend on them: "
-        "the applied offset is kept with the state in every transaction",
-    )
     dedupe_ids: int = Field(default=16, ge=1, description="recent event ids kept per instance")
     tombstone_retention_s: float | None = Field(
         default=None,

@@ -1,8 +1,8 @@
-"""The sample app, with the dispatch lanes' commits answering as if lost now and then.
+"""The sample app, with the worker's commits answering as if lost now and then.
 
-Every fifth ``commit_transaction`` of a lane's producer commits and then raises, as when
+Every fifth ``commit_transaction`` of the worker's producer commits and then raises, as when
 the sender dies or the commit timeout passes after EndTxn was written: the transaction
-is committed, and the lane believes it failed. ``tests/agents/test_worker.py`` loads it
+is committed, and its lanes believe it failed. ``tests/agents/test_worker.py`` loads it
 with ``garrison worker tests.lost_answer_app``.
 """
 

@@ -1,7 +1,8 @@
 """A transaction opened ahead of its records, on the real broker (``agents.kafka``).
 
-A lane opens its next transaction the moment one commits, with the partitions that one
-wrote, so the next batch's records go out without waiting for AddPartitionsToTxn.
+The worker opens its next transaction the moment one commits, with the partitions that
+one wrote (``agents.transactions``), so the next batches' records go out without waiting
+for AddPartitionsToTxn.
 What that must keep: records sent into it commit and are read committed like any
 others; one that nothing came for commits empty and the producer goes on; a producer
 fenced meanwhile says so (a Kafka error, which the lane recovers from) when its next

@@ -278,15 +278,14 @@ async def test_durable_timers_fire_once_and_periodically_then_cancel(
 async def test_a_restarted_worker_skips_what_it_applied_by_the_stored_offset(
     wipe: bool, kafka_bootstrap: str, unique: Callable[[str], str], data_dir: Path, tmp_path: Path
 ) -> None:
-    # The group's offsets are never committed (the interval is an hour) and the
-    # de-duplication window is one id: after a SIGKILL only the offset kept with the
-    # state (in RocksDB, or restored from the changelog when the disk is wiped) keeps
-    # the worker from applying those events twice.
+    # The de-duplication window is one id: after a SIGKILL only the offset kept with
+    # the state (in RocksDB, or restored from the changelog when the disk is wiped)
+    # keeps the worker from applying those events twice; where a lane reads does not
+    # come from the group's offsets.
     env = settings_env(
         kafka_bootstrap,
         unique("app"),
         data_dir,
-        offset_commit_interval_ms="3600000",
         dedupe_ids="1",
     )
     app = env["GARRISON_APP"]
@@ -359,9 +358,8 @@ async def test_a_commit_reported_failed_that_committed_is_not_applied_again(
 async def test_the_groups_offsets_follow_what_the_lanes_committed_at_rest(
     kafka_bootstrap: str, worker: WorkerProcess, worker_env: dict[str, str]
 ) -> None:
-    # A burst applied well within one commit interval, then nothing: the group's offsets
-    # reach the end of every events partition soon after, without another transaction
-    # to carry them (the dispatcher commits them on its own, outside the transactions).
+    # A burst, then nothing: the group's offsets, committed in the same transactions
+    # as what they applied, reach the end of every events partition.
     app = worker_env["GARRISON_APP"]
     worker.start()
     values = []
@@ -378,7 +376,7 @@ async def test_the_groups_offsets_follow_what_the_lanes_committed_at_rest(
         tps = [TopicPartition(f"{app}.events", p) for p in range(4)]
         ends = await consumer.end_offsets(tps)
         assert sum(ends.values()) == 200
-        deadline = time.monotonic() + 10  # the interval is 1 s
+        deadline = time.monotonic() + 10  # the changes were read: their commits are done
         committed: dict[TopicPartition, int] = {}
         while time.monotonic() < deadline:
             found = await admin.list_consumer_group_offsets(app, partitions=tps)
