@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from garrison.local_kafka import LocalKafka
-from tests.harness import WorkerProcess, settings_env
+from tests.harness import WorkerProcess, settings_env, wait_until
 from tests.scenarios.faults import Follower, Load, verify
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="function")]
@@ -210,3 +210,60 @@ async def test_a_warm_standby_serves_a_dead_workers_partitions(
     # The session timeout (6 s) passes before the group moves them, then the survivor
     # restores only what its copy lacked.
     assert gap < 10.0, f"{gap:.1f} s to serve the dead worker's partitions"
+
+
+async def test_a_zombie_worker_commits_nothing_after_losing_its_partitions(
+    broker: LocalKafka, tmp_path: Path
+) -> None:
+    # The first worker stops heartbeating under load (tests.zombie_app: as if its
+    # consumer thread stalled) while its lanes go on applying and committing. The group
+    # drops it after the session timeout and gives every partition to the second
+    # worker; the first is then a zombie: its transactions name a generation the group
+    # has left, so the group refuses their offsets and nothing they wrote commits
+    # (agents.group_offsets). Every event is applied once: seq 1..n for every
+    # instance, the state a fold of its events.
+    zombie, owner = workers = _workers(broker, tmp_path, 2, partitions=4)
+    flag = tmp_path / "stall-heartbeats"
+    zombie.env["TEST_ZOMBIE_FLAG"] = str(flag)
+    zombie.app_module = "tests.zombie_app"
+    app = zombie.env["GARRISON_APP"]
+    bootstrap = _bootstrap(broker)
+    follower = Follower(bootstrap, f"{app}.state-changes")
+    load = Load(bootstrap, f"{app}.events", rate=500, tenants=40)
+    zombie.start()
+    follower.start()
+    sending = asyncio.create_task(load.run(20_000))
+    try:
+        await follower.silent_for(4, time.monotonic(), timeout_s=90)  # the first serves
+        flag.touch()
+        stalled = time.monotonic()
+        owner.start()
+        await wait_until(
+            lambda: "partitions [0, 1, 2, 3]" in owner.log_tail(400),
+            timeout_s=90,
+            what="the second worker serving every partition",
+            describe=lambda: _logs(workers),
+        )
+        await follower.silent_for(4, stalled, timeout_s=60)
+        refused = await wait_until(
+            lambda: [
+                line for line in zombie.log_tail(4000).splitlines() if "fenced by the group" in line
+            ],
+            timeout_s=30,
+            what="the zombie's offsets refused",
+            describe=lambda: _logs(workers),
+        )
+        assert "partition has another owner" in refused[0]
+        flag.unlink()  # it hears of the rebalance, and joins again
+        await asyncio.sleep(8)
+        load.stop()
+        await sending
+        await verify(bootstrap, app, load.sent, describe=lambda: _logs(workers))
+        assert zombie.alive(), _logs(workers)
+        assert owner.alive(), _logs(workers)
+    finally:
+        flag.unlink(missing_ok=True)
+        load.stop()
+        await follower.stop()
+        for w in workers:
+            w.stop()
