@@ -78,6 +78,19 @@ class OffsetsRefused(kafka_errors.KafkaError):  # type: ignore[misc]
     group's generation any more (the partition has another owner)."""
 
 
+def _topics(*partition_fields: tuple[str, Any]) -> tuple[str, Any]:
+    """The flexible ``topics`` field these requests and answers share: each topic's name
+    and its partitions with ``partition_fields``, each level ending in tagged fields."""
+    return (
+        "topics",
+        CompactArray(
+            ("name", CompactString("utf-8")),
+            ("partitions", CompactArray(*partition_fields, ("tags", TaggedFields))),
+            ("tags", TaggedFields),
+        ),
+    )
+
+
 # -- TxnOffsetCommit v3 (KIP-447) ------------------------------------------------------
 
 
@@ -86,21 +99,7 @@ class TxnOffsetCommitResponse_v3(Response):  # type: ignore[misc] # noqa: N801 -
     API_VERSION = 3
     SCHEMA = Schema(
         ("throttle_time_ms", Int32),
-        (
-            "topics",
-            CompactArray(
-                ("name", CompactString("utf-8")),
-                (
-                    "partitions",
-                    CompactArray(
-                        ("partition_index", Int32),
-                        ("error_code", Int16),
-                        ("tags", TaggedFields),
-                    ),
-                ),
-                ("tags", TaggedFields),
-            ),
-        ),
+        _topics(("partition_index", Int32), ("error_code", Int16)),
         ("tags", TaggedFields),
     )
 
@@ -118,22 +117,11 @@ class TxnOffsetCommitRequest_v3(RequestStruct):  # type: ignore[misc] # noqa: N8
         ("generation_id", Int32),
         ("member_id", CompactString("utf-8")),
         ("group_instance_id", CompactString("utf-8")),  # null when not static
-        (
-            "topics",
-            CompactArray(
-                ("name", CompactString("utf-8")),
-                (
-                    "partitions",
-                    CompactArray(
-                        ("partition_index", Int32),
-                        ("committed_offset", Int64),
-                        ("committed_leader_epoch", Int32),
-                        ("committed_metadata", CompactString("utf-8")),
-                        ("tags", TaggedFields),
-                    ),
-                ),
-                ("tags", TaggedFields),
-            ),
+        _topics(
+            ("partition_index", Int32),
+            ("committed_offset", Int64),
+            ("committed_leader_epoch", Int32),
+            ("committed_metadata", CompactString("utf-8")),
         ),
         ("tags", TaggedFields),
     )
@@ -282,23 +270,12 @@ class OffsetFetchResponse_v7(Response):  # type: ignore[misc] # noqa: N801
     API_VERSION = 7
     SCHEMA = Schema(
         ("throttle_time_ms", Int32),
-        (
-            "topics",
-            CompactArray(
-                ("name", CompactString("utf-8")),
-                (
-                    "partitions",
-                    CompactArray(
-                        ("partition_index", Int32),
-                        ("committed_offset", Int64),
-                        ("committed_leader_epoch", Int32),
-                        ("metadata", CompactString("utf-8")),
-                        ("error_code", Int16),
-                        ("tags", TaggedFields),
-                    ),
-                ),
-                ("tags", TaggedFields),
-            ),
+        _topics(
+            ("partition_index", Int32),
+            ("committed_offset", Int64),
+            ("committed_leader_epoch", Int32),
+            ("metadata", CompactString("utf-8")),
+            ("error_code", Int16),
         ),
         ("error_code", Int16),
         ("tags", TaggedFields),
