@@ -139,8 +139,8 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
     app.timer_store = PartitionStore(timers, settings.rocksdb)
     app.dispatcher = Dispatcher(settings, registry, app.state_store, app.timer_store)
 
-    async def _catch_up(partitions: set[int]) -> None:
-        await catch_up(app, partitions)
+    async def _catch_up(partitions: set[int], *, settled: bool = False) -> None:
+        await catch_up(app, partitions, settled=settled)
 
     app.standby = StandbyTailer(app)
     app.dispatcher.catch_up = _catch_up

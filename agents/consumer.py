@@ -178,14 +178,14 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
         return cast("GroupMember | None", await self.call_thread(who))
 
-    async def wait_stable(self, partitions: set[int], generation: int) -> bool:
+    async def wait_stable(self, partitions: set[int], generation: int) -> dict[int, int] | None:
         """Wait until no open transaction holds group offsets of these events partitions
-        (OffsetFetch with require_stable, ``agents.group_offsets``): a transaction the
-        previous owner committed offsets in before the generation moved has then ended,
-        and the changelog shows what it wrote or not. False if the group moves on
-        meanwhile."""
+        (OffsetFetch with require_stable, ``agents.group_offsets``), and return them
+        (partition -> the next offset to read, -1 for none): a transaction the previous
+        owner committed offsets in before the generation moved has then ended. None if
+        the group moves on meanwhile."""
         if not partitions:
-            return True
+            return {}
         events = cast("GarrisonApp", self.app).settings.topics.events
         coordinator = self._ensure_consumer()._coordinator  # noqa: SLF001
         request = StableOffsetFetchRequest(coordinator.group_id, events, partitions)
@@ -196,12 +196,13 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
         while True:
             if coordinator.generation != generation:
-                return False
+                return None
             try:
-                if await self.call_thread(fetch) is not None:
+                found: dict[int, int] | None = await self.call_thread(fetch)
+                if found is not None:
                     if waited:
                         log.info("partitions %s: the open transaction ended", sorted(partitions))
-                    return True
+                    return found
                 if not waited:
                     log.info(
                         "partitions %s: waiting for a transaction that holds their group "

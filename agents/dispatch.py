@@ -25,6 +25,7 @@ from agents.transactions import Transactions
 from pipeline.decision import Rules, Verdict
 from pipeline.registry import Registry
 from pipeline.settings import Settings
+from tables.keys import OFFSET_KEY
 from tables.store import PartitionStore
 
 __all__ = ["DispatchStats", "Dispatcher"]
@@ -102,7 +103,7 @@ class Dispatcher:
         # their changelogs' ends; the consumer thread, which seeks, pauses and resumes
         # the events partitions, each only for the generation that asks, and says who
         # the worker is in the group (agents.consumer).
-        self.catch_up: Callable[[set[int]], Awaitable[None]] = _nothing
+        self.catch_up: Callable[..., Awaitable[None]] = _nothing
         self.consumer: Callable[[], ConsumerThread] = _no_consumer
         self.generation = -1  # the generation the lanes were last activated for
         self.active = asyncio.Event()  # every lane of that generation serves
@@ -134,13 +135,46 @@ class Dispatcher:
         for p in sorted(partitions):
             if p not in self._lanes:
                 lanes.append(self._lanes.setdefault(p, Lane(self, p, generation)))
-        await self.consumer().wait_stable({lane.partition for lane in lanes}, generation)
-        await self.catch_up({lane.partition for lane in lanes})
+        taken = {lane.partition for lane in lanes}
+        stable = await self.consumer().wait_stable(taken, generation)
+        await self._caught_up(taken, stable or {})
         began = await asyncio.gather(*(lane.begin() for lane in lanes))
         if all(began) and self.generation == generation:
             self.active.set()
             log.info("serving partitions %s", sorted(partitions) or "none")
             announce_ready(self.settings, sorted(partitions))
+
+    async def _caught_up(self, partitions: set[int], offsets: dict[int, int]) -> None:
+        """Catch the stores of ``partitions`` up with their changelogs until each is
+        applied up to at least its group offset (``offsets``, from the stable fetch).
+
+        The group offset and the applied offset stored with the state are written in
+        the same transactions, but the group's offsets are stable once the commit
+        marker on ``__consumer_offsets`` is written, and each changelog partition's
+        marker is written on its own (by another broker, in a cluster): until it is, the
+        catch-up does not see that transaction, and the lane would apply its events
+        again. A group offset that no changelog ever reaches (reset by hand) is waited
+        for at most ``_BARRIER_S``, and then the stored offset is where the lane reads."""
+        deadline = asyncio.get_running_loop().time() + _BARRIER_S
+        while True:
+            await self.catch_up(partitions)
+            behind = {
+                p: offset
+                for p, offset in offsets.items()
+                if offset > 0 and _applied(self.state, p) < offset
+            }
+            if not behind:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning(
+                    "the group's offsets of partitions %s are ahead of the offsets stored "
+                    "with their state, %s; the stored offsets decide where they are read "
+                    "(were the group's offsets reset by hand?)",
+                    behind,
+                    {p: _applied(self.state, p) for p in behind},
+                )
+                return
+            await asyncio.sleep(_BARRIER_POLL_S)
 
     async def revoke(self, partitions: set[int]) -> None:
         """Stop the lanes of revoked partitions; their uncommitted work is aborted and
@@ -162,7 +196,17 @@ class Dispatcher:
             self.on_failure()
 
 
-async def _nothing(partitions: set[int]) -> None:
+_BARRIER_S = 10.0  # how long a group offset ahead of the changelog is waited for
+_BARRIER_POLL_S = 0.05
+
+
+def _applied(state: PartitionStore, partition: int) -> int:
+    """The next events offset to apply, as stored with ``partition``'s state; -1: none."""
+    stored = state.get(partition, OFFSET_KEY)
+    return -1 if stored is None else int(stored)
+
+
+async def _nothing(partitions: set[int], *, settled: bool = False) -> None:
     return None
 
 

@@ -255,10 +255,12 @@ class Lane:
         before answering), but the local store does not have its writes, and applying
         its records again would apply them twice. So the store catches up with the
         changelog, as when a lane starts, and the offset stored with the state says how
-        far the partition is applied."""
+        far the partition is applied. The catch-up first waits for any transaction still
+        open on the changelog (a dead or zombie worker's, until the broker aborts it),
+        which would hide the failed transaction's records from it."""
         while True:
             try:
-                await self.d.catch_up({self.partition})
+                await self.d.catch_up({self.partition}, settled=True)
                 break
             except Exception as exc:
                 if not is_kafka_failure(exc):

@@ -11,11 +11,15 @@ background: an outage during that start must not stop Faust's recovery service).
 
 A local store ahead of its changelog (the broker's data was wiped, or this data folder
 belonged to another cluster) cannot be trusted: it is emptied and rebuilt from the
-changelog, and the worker says so.
+changelog, and the worker says so. A store ahead only of the changelog's last stable
+offset is not: an open transaction of another producer (a dead or zombie worker's, which
+can only abort, agents.group_offsets) holds read_committed readers back while this
+worker's own commits go on after it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, cast
 
@@ -25,7 +29,7 @@ from faust.types import TP
 
 from agents.kafka import kafka_options
 from agents.logs import RestoreProgress
-from tables.changelog import last_data_offsets, restore
+from tables.changelog import ends_of, last_data_offsets, restore
 from tables.store import PartitionStore
 
 if TYPE_CHECKING:
@@ -36,15 +40,41 @@ __all__ = ["TableManagerWithBulkRecovery", "catch_up"]
 log = logging.getLogger(__name__)
 
 
-async def catch_up(app: GarrisonApp, partitions: set[int]) -> int:
+_SETTLE_POLL_S = 0.1
+
+
+async def catch_up(app: GarrisonApp, partitions: set[int], *, settled: bool = False) -> int:
     """Bring the local stores of ``partitions`` up to their changelogs' last committed
-    records; how many records that took. Run after a lane fenced the previous owner,
-    whose last transaction may have committed after recovery read the changelog."""
+    records; how many records that took. Run when lanes start, after the previous
+    owner's transactions have ended, and after a failed transaction of this worker.
+
+    ``settled``: first wait until no transaction is open on those changelog partitions
+    (last stable offset = high watermark). After a failed transaction of this worker,
+    whether it committed is in records of its own that an open transaction of a dead
+    or zombie worker, written before them, would hide until the broker aborts it."""
     stores = (app.state_store, app.timer_store)
     wanted = [(s.changelog_topic, p) for s in stores for p in partitions]
     options = kafka_options(app.settings.kafka)
+    if settled:
+        await _settle(options, wanted)
     ends = await last_data_offsets(options, wanted)
     return await _restore(app, options, ends)
+
+
+async def _settle(options: dict[str, Any], wanted: list[tuple[str, int]]) -> None:
+    waited = False
+    while True:
+        open_ = sorted(
+            k for k, (stable, high) in (await ends_of(options, wanted)).items() if stable < high
+        )
+        if not open_:
+            if waited:
+                log.info("the open transactions on %s have ended", wanted)
+            return
+        if not waited:
+            log.info("waiting for the open transactions on %s to end", open_)
+            waited = True
+        await asyncio.sleep(_SETTLE_POLL_S)
 
 
 async def _restore(
@@ -54,11 +84,27 @@ async def _restore(
         s.changelog_topic: s for s in (app.state_store, app.timer_store)
     }
     ranges = {}
+    ahead = [key for key, end in ends.items() if key[0] in stores and _done(stores, key) > end]
+    highs = {key: high for key, (_, high) in (await ends_of(options, ahead)).items()}
     for (topic, partition), end in ends.items():
         store = stores.get(topic)
         if store is None:
             continue
         done = store.changelog_offset(partition)
+        if done is not None and done > end and done < highs.get((topic, partition), -1):
+            # Ahead of the last stable offset only: what lies between is this worker's
+            # own commits and an open transaction that will abort. Nothing to restore.
+            log.warning(
+                "the local store of %s partition %d has the changelog up to offset %d, "
+                "past its last committed record %d: an open transaction holds readers "
+                "back; nothing to restore",
+                topic,
+                partition,
+                done,
+                end,
+            )
+            ends[(topic, partition)] = done
+            continue
         if done is not None and done > end:
             log.warning(
                 "the local store of %s partition %d has the changelog up to offset %d, but "
@@ -87,6 +133,11 @@ async def _restore(
     return count
 
 
+def _done(stores: dict[str, PartitionStore], key: tuple[str, int]) -> int:
+    done = stores[key[0]].changelog_offset(key[1])
+    return -1 if done is None else done
+
+
 class _Recovery(Recovery):
     async def _build_highwaters(
         self, consumer: Any, tps: set[TP], destination: Any, title: str
@@ -105,6 +156,11 @@ class _Recovery(Recovery):
             ends = {(tp.topic, tp.partition): -1 for tp in tps}
             ends.update(found)
             await _restore(app, options, ends)
+            for (topic, partition), offset in ends.items():
+                # A store kept ahead of the last stable offset (_restore) is its end.
+                destination[TP(topic, partition)] = max(
+                    destination.get(TP(topic, partition), -1), offset
+                )
             # Faust read the persisted offsets before this restore; without the update
             # it would seek back and replay everything again, one record at a time (or
             # find a rebuilt store "ahead" of its changelog and stop).

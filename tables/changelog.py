@@ -14,7 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-__all__ = ["last_data_offsets", "restore"]
+__all__ = ["ends_of", "last_data_offsets", "restore"]
 
 
 async def last_data_offsets(
@@ -37,6 +37,27 @@ async def last_data_offsets(
         return found
     finally:
         await consumer.stop()
+
+
+async def ends_of(
+    options: dict[str, Any], tps: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """For each (topic, partition): (last stable offset, high watermark). They differ
+    while a transaction that wrote to the partition is open: a read_committed reader
+    stops at the first record of the oldest open one."""
+    wanted = [TopicPartition(t, p) for t, p in tps]
+    if not wanted:
+        return {}
+    found: dict[tuple[str, int], list[int]] = {(tp.topic, tp.partition): [] for tp in wanted}
+    for isolation in ("read_committed", "read_uncommitted"):
+        consumer = AIOKafkaConsumer(**options, enable_auto_commit=False, isolation_level=isolation)
+        await consumer.start()
+        try:
+            for tp, end in (await consumer.end_offsets(wanted)).items():
+                found[(tp.topic, tp.partition)].append(end)
+        finally:
+            await consumer.stop()
+    return {key: (ends[0], ends[1]) for key, ends in found.items()}
 
 
 async def _last_in(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int, window: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import time
@@ -17,6 +18,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from agents.kafka import partition_of
 from pipeline import Event, encode_event
 from pipeline.deadletter import DeadLetter
 from tests.harness import WorkerProcess, read_topic, settings_env
@@ -272,6 +274,63 @@ async def test_durable_timers_fire_once_and_periodically_then_cancel(
     assert len(rang(records, "once")) == 1
     seqs = [c["seq"] for c in after if c["instance"] == "every"]
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+async def test_a_store_ahead_of_an_open_transaction_on_its_changelog_is_kept(
+    kafka_bootstrap: str, unique: Callable[[str], str], data_dir: Path, tmp_path: Path
+) -> None:
+    # Another producer (a dead or zombie worker) leaves a transaction open on the state
+    # changelog; the worker's own commits go on after its record, so the changelog's
+    # last stable offset stays before them. A restart then finds its store ahead of the
+    # last committed record it can read: rebuilding the store from there (as for a
+    # broker that lost its data) lost those commits and applied their events again.
+    env = settings_env(kafka_bootstrap, unique("app"), data_dir, dedupe_ids="1")
+    app = env["GARRISON_APP"]
+    worker = WorkerProcess("tests.sample_app", env, tmp_path / "worker.log")
+    partitions = int(env.get("GARRISON_KAFKA_PARTITIONS", "4"))
+    changelog = TopicPartition(f"{app}-state-changelog", partition_of(b"acme", partitions))
+
+    async def send(events: range) -> None:
+        await _produce(
+            kafka_bootstrap,
+            f"{app}.events",
+            [(b"acme", encode_event(_event(i, "acme", "c1"))) for i in events],
+        )
+
+    foreign = AIOKafkaProducer(
+        bootstrap_servers=kafka_bootstrap,
+        transactional_id=unique("foreign"),
+        transaction_timeout_ms=300_000,
+    )
+    worker.start()
+    await foreign.start()
+    try:
+        await send(range(5))
+        await _changes(kafka_bootstrap, app, worker, lambda rs: len(rs) >= 5, timeout_s=90)
+        await foreign.begin_transaction()
+        await (
+            await foreign.send(
+                changelog.topic, b"open", key=b"foreign", partition=changelog.partition
+            )
+        )
+        await send(range(5, 10))
+        await _changes(kafka_bootstrap, app, worker, lambda rs: len(rs) >= 10, timeout_s=90)
+        worker.stop()
+        worker.start()
+        await send(range(10, 11))
+        await _changes(kafka_bootstrap, app, worker, lambda rs: len(rs) >= 11, timeout_s=90)
+        await asyncio.sleep(3)  # anything applied twice would arrive by now
+        changes = await read_topic(
+            kafka_bootstrap, f"{app}.state-changes", until=lambda rs: len(rs) >= 11, timeout_s=30
+        )
+        assert "an open transaction holds readers back" in worker.log_tail(400)
+    finally:
+        worker.stop()
+        with contextlib.suppress(Exception):
+            await foreign.abort_transaction()
+        await foreign.stop()
+    seqs = [orjson.loads(rec.value)["seq"] for rec in changes]
+    assert seqs == list(range(1, 12)), f"{len(seqs)} state changes for 11 events"
 
 
 @pytest.mark.parametrize("wipe", [False, True], ids=["local-store", "restored"])
