@@ -96,7 +96,7 @@ class Dispatcher:
         self.metrics: WorkerMetrics | None = None
         self.tracing: Tracing | None = None
         self._lanes: dict[int, Lane] = {}
-        self.transactions = Transactions(settings)
+        self.transactions = Transactions(settings, on_failure=self.fail)
         self.failed = asyncio.Event()
         self.on_failure: Callable[[], None] | None = None
         # Hooks the worker app sets: bring the local stores of some partitions up to

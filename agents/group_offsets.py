@@ -26,6 +26,7 @@ sends version 3 (:func:`fence_offsets_by_generation`).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import types
@@ -256,10 +257,18 @@ async def send_offsets(
     producer: AIOKafkaProducer, offsets: dict[TopicPartition, int], group_id: str
 ) -> None:
     """Add ``offsets`` (partition -> the next offset to read) to the open transaction:
-    AddOffsetsToTxn, then the TxnOffsetCommit of :func:`fence_offsets_by_generation`."""
-    await producer.send_offsets_to_transaction(
+    AddOffsetsToTxn unless the group is in it already (:func:`add_group`), then the
+    TxnOffsetCommit of :func:`fence_offsets_by_generation`. As aiokafka's
+    ``send_offsets_to_transaction``, except that a failure after the wait was given up
+    (a timeout, the sender gone) is not logged as never retrieved."""
+    txn = producer._txn_manager  # noqa: SLF001
+    if not txn.is_in_transaction():
+        raise kafka_errors.IllegalOperation("not in the middle of a transaction")
+    done = txn.add_offsets_to_txn(
         {tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()}, group_id
     )
+    done.add_done_callback(lambda f: f.cancelled() or f.exception())
+    await asyncio.shield(done)
 
 
 # -- OffsetFetch v7, require_stable (KIP-447) ------------------------------------------

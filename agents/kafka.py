@@ -32,6 +32,7 @@ __all__ = [
     "UnroutableTopic",
     "close_producer",
     "commit_transaction",
+    "forget_failure",
     "home_of",
     "is_kafka_failure",
     "is_record_refused",
@@ -209,6 +210,18 @@ async def commit_transaction(producer: AIOKafkaProducer) -> None:
     except AssertionError:
         _raise_if_failed(producer)  # the sender failed it after the check above
         raise
+
+
+def forget_failure(producer: AIOKafkaProducer) -> None:
+    """Mark what failed ``producer``'s transaction as seen (it is reported by whoever
+    replaces the producer), so asyncio does not log "Future exception was never
+    retrieved" for it when the producer is dropped."""
+    txn = producer._txn_manager  # noqa: SLF001
+    if txn is None:
+        return
+    waiter = txn.wait_for_transaction_end()
+    if waiter.done() and not waiter.cancelled():
+        waiter.exception()
 
 
 def transaction_partitions(producer: AIOKafkaProducer) -> frozenset[TopicPartition]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeAlias, cast
 
@@ -48,6 +49,7 @@ from agents.group_offsets import (
 from agents.kafka import (
     close_producer,
     commit_transaction,
+    forget_failure,
     is_record_refused,
     open_transaction,
     transaction_partitions,
@@ -70,14 +72,19 @@ COMMIT_TIMEOUT_S = 60.0
 # Measured with four producers at 50 transactions/s each on the local broker, beside an
 # echo at 200/s: a batch readable (read_committed) after 3.7-5.0 ms at p50 instead of
 # 4.8-7.0, p99 7.1-14.9 instead of 10.4-17.4 (bench/README.md, answered writes). One
-# left empty this long is committed empty, far inside the transaction timeout.
-AHEAD_IDLE_S = 5.0
+# left empty this long is committed empty: the broker's transaction timeout counts from
+# its opening, so a batch that comes just before still has 8 s of it.
+AHEAD_IDLE_S = 2.0
 # The broker aborts a transaction left open this long. A worker that dies for good
 # leaves its last transaction open: what it wrote holds back read_committed readers of
 # those partitions, and its offsets hold back the partitions' new owner, until then.
 # Kafka Streams' exactly-once default; the broker checks every
 # transaction.abort.timed.out.transaction.cleanup.interval.ms (10 s by default).
 TRANSACTION_TIMEOUT_MS = 10_000
+# A stopping worker (SIGTERM, a deploy) lets the transaction in flight end for this
+# long before it aborts it: left open, it would hold the partitions' new owners back
+# until the broker's transaction timeout.
+_STOP_GRACE_S = 5.0
 
 
 Written: TypeAlias = dict[tuple[str, int], int]  # the last offset written per (topic, partition)
@@ -107,8 +114,9 @@ class Transactions:
     """The worker's transactional producer and its stream of transactions:
     :meth:`start`, :meth:`commit` from any lane, :meth:`stop`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_failure: Callable[[], None]) -> None:
         self.settings = settings
+        self._on_failure = on_failure  # the stream ended on an error of its own: a bug
         self.transactional_id = f"{settings.app}.dispatch.{settings.member_id}"
         self.producer: AIOKafkaProducer | None = None
         self._queue: list[_Part] = []
@@ -116,6 +124,8 @@ class Transactions:
         self._ready = asyncio.Event()  # the producer is up (not being replaced)
         self._task: asyncio.Task[None] | None = None
         self._ahead = False  # the producer's transaction is open and empty
+        self._idle = asyncio.Event()  # no transaction with batches in flight
+        self._idle.set()
         self._member: GroupMember | None = None  # whose offsets the open one carries
 
     async def start(self) -> None:
@@ -124,12 +134,22 @@ class Transactions:
             self.producer = await self._new_producer()
             self._ready.set()
             self._task = asyncio.create_task(self._run(), name="transactions")
+            self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # Every lane would wait for its batch for ever: stop the worker, loudly.
+            log.error("the worker's transactions failed; stopping", exc_info=task.exception())
+            self._on_failure()
 
     async def stop(self) -> None:
-        """Stop: a transaction in flight is cut short (aborted by the next process's
-        init_transactions or the broker's timeout) and queued batches fail."""
+        """Stop: the transaction in flight may end (for ``_STOP_GRACE_S``), then what is
+        still open is aborted and queued batches fail."""
         task, self._task = self._task, None
         if task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), _STOP_GRACE_S)
+            task.remove_done_callback(self._ended)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         for part in self._queue:
@@ -138,9 +158,11 @@ class Transactions:
         self._queue.clear()
         producer, self.producer = self.producer, None
         if producer is not None:
-            if self._ahead:
-                with contextlib.suppress(Exception):  # TimeoutError among them
-                    await asyncio.wait_for(producer.abort_transaction(), 1.0)
+            # Opened ahead, or cut short: end it here rather than leave it to the broker's
+            # timeout (a commit under way cannot be aborted; it ends on its own).
+            with contextlib.suppress(Exception):  # TimeoutError among them
+                if producer._txn_manager.is_in_transaction():  # noqa: SLF001
+                    await asyncio.wait_for(producer.abort_transaction(), 2.0)
             await close_producer(producer)
 
     async def commit(
@@ -167,14 +189,17 @@ class Transactions:
             parts = await self._take()
             if not parts:
                 continue
+            self._idle.clear()
             try:
                 written = await self._transact(parts)
             except Exception as exc:  # noqa: BLE001 - classified for each batch below
                 await self._recover(exc)
+                self._idle.set()
                 for part, error in zip(parts, self._errors(parts, exc), strict=True):
                     if not part.done.done():
                         part.done.set_exception(error)
                 continue
+            self._idle.set()
             for part in parts:
                 if not part.done.done():
                     part.done.set_result(written.pop(id(part)))
@@ -289,6 +314,7 @@ class Transactions:
         self._ready.clear()
         old = self.producer
         if old is not None:
+            forget_failure(old)  # reported here, through the batches that failed
             # Do not wait for it: with the broker down its close would wait too.
             asyncio.ensure_future(close_producer(old))
         self.producer = await self._new_producer()
