@@ -50,7 +50,7 @@ from pipeline.errors import InvalidOutput
 from pipeline.seal import SEAL_KEY_BYTES
 from pipeline.view import Reads
 from tables.batch import StateBatch
-from tables.keys import OFFSET_KEY, SEAL_KEY
+from tables.keys import OFFSET_KEY, SEAL_KEY, WRITER_KEY
 
 if TYPE_CHECKING:
     from agents.dispatch import Dispatcher
@@ -102,6 +102,7 @@ class Lane:
         self._paused = False  # what the consumer was last told (the inbox full or not)
         self._valve: asyncio.Task[None] | None = None
         self.member: GroupMember | None = None  # who applies it (its offsets are fenced by)
+        self._writer: bytes | None = None  # this worker's id, until stored with the state
         self.task: asyncio.Task[None] | None = None
         self.closed = False
         self.counts: dict[str, int] = {}  # partitions per topic; "" = the events topic
@@ -128,6 +129,8 @@ class Lane:
         stored = d.state.get(self.partition, OFFSET_KEY)
         self.committed = self.resume = -1 if stored is None else int(stored)
         self.counts[""] = await d.transactions.partitions_for(d.settings.topics.events)
+        writer = d.transactions.transactional_id.encode()
+        self._writer = None if d.state.get(self.partition, WRITER_KEY) == writer else writer
         self.seal_key = d.state.get(self.partition, SEAL_KEY) or await self._new_seal()
         home = home_of(d.rules.partitioning, self.counts[""])
         trace = None if self.spans is None else self.spans.begin
@@ -442,6 +445,8 @@ class Lane:
         assert self.member is not None
         next_offset = max(prepared.next_offset, self.committed)
         prepared.batch.applied_up_to(next_offset)
+        if self._writer is not None:
+            prepared.batch.state_writes[WRITER_KEY] = self._writer
         for key, value in prepared.batch.state_writes.items():
             out.add(d.state.changelog_topic, key, value, partition=self.partition)
         for key, value in prepared.batch.timer_writes.items():
@@ -455,6 +460,8 @@ class Lane:
         )
         prepared.batch.apply_locally()
         self.committed = next_offset
+        if WRITER_KEY in prepared.batch.state_writes:
+            self._writer = None
         # Tell Faust's recovery how far the local store has the changelog, so a restart
         # replays only what came after.
         for store in (d.state, d.timers):

@@ -21,6 +21,7 @@ __all__ = [
     "HISTORY_PREFIX",
     "OFFSET_KEY",
     "SEAL_KEY",
+    "WRITER_KEY",
     "decode_key",
     "encode_key",
     "history_key",
@@ -37,6 +38,10 @@ OFFSET_KEY = b"\x00applied-offset"
 # The partition's seal key (pipeline.seal): random, made by the partition's first owner,
 # and kept with the state so every later owner seals and checks firings with it.
 SEAL_KEY = b"\x00seal-key"
+# The transactional id of the worker that committed the partition's batches since it
+# took the partition: a new owner ends a transaction that worker left open, rather than
+# wait for the broker's transaction timeout (agents.dispatch).
+WRITER_KEY = b"\x00writer"
 HISTORY_PREFIX = b"\x01h"
 
 

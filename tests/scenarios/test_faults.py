@@ -267,3 +267,45 @@ async def test_a_zombie_worker_commits_nothing_after_losing_its_partitions(
         await follower.stop()
         for w in workers:
             w.stop()
+
+
+async def test_a_worker_killed_in_a_transaction_does_not_hold_its_partitions(
+    broker: LocalKafka, tmp_path: Path
+) -> None:
+    # The first worker hangs in a commit under load (tests.stuck_commit_app): its
+    # transaction is open with its records and group offsets sent. It is SIGKILLed, and
+    # the second worker, taking its partitions, ends that transaction itself
+    # (agents.dispatch, _end_open_transactions) instead of waiting for the broker's
+    # transaction timeout, which held read_committed readers and the new owner's stable
+    # fetch: a standby once took 18.5 s to serve. Every event is applied once.
+    dead, owner = workers = _workers(broker, tmp_path, 2, partitions=4)
+    flag = tmp_path / "hang-commits"
+    dead.env["TEST_HANG_FLAG"] = str(flag)
+    dead.app_module = "tests.stuck_commit_app"
+    app = dead.env["GARRISON_APP"]
+    bootstrap = _bootstrap(broker)
+    follower = Follower(bootstrap, f"{app}.state-changes")
+    load = Load(bootstrap, f"{app}.events", rate=300)
+    dead.start()
+    follower.start()
+    sending = asyncio.create_task(load.run(9_000))
+    try:
+        await follower.silent_for(4, time.monotonic(), timeout_s=90)  # the first serves
+        flag.touch()
+        await asyncio.sleep(1.0)  # its next commit hangs, the transaction open
+        killed = time.monotonic()
+        dead.kill()
+        owner.start()
+        gap = await follower.silent_for(4, killed, timeout_s=90)
+        load.stop()
+        await sending
+        await verify(bootstrap, app, load.sent, describe=lambda: _logs(workers))
+    finally:
+        flag.unlink(missing_ok=True)
+        load.stop()
+        await follower.stop()
+        for w in workers:
+            w.stop()
+    # The session timeout (6 s) passes before the group moves them.
+    assert gap < 15.0, f"{gap:.1f} s to serve the dead worker's partitions"
+    assert "left open on their changelogs" in owner.log_tail(2000), _logs(workers)
