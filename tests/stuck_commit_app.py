@@ -1,5 +1,5 @@
 """The sample app, with a worker whose transactions hang in their commit: while the file
-named by ``TEST_HANG_FLAG`` exists, the worker's producer never sends EndTxn, so its
+named by ``TEST_MISBEHAVE_FLAG`` exists, the worker's producer never sends EndTxn, so its
 transaction stays open with its records and group offsets sent (as when a worker is
 killed between the two). ``tests/scenarios/test_faults.py`` loads it with
 ``garrison worker tests.stuck_commit_app``.
@@ -15,7 +15,7 @@ from tests.samples import sample_registry
 
 registry = sample_registry()
 
-_FLAG = Path(os.environ["TEST_HANG_FLAG"])
+_FLAG = Path(os.environ["TEST_MISBEHAVE_FLAG"])
 _commit = AIOKafkaProducer.commit_transaction
 
 

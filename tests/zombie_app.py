@@ -1,5 +1,5 @@
 """The sample app, with a worker that can be made a zombie: while the file named by
-``TEST_ZOMBIE_FLAG`` exists, its consumer sends no heartbeat (as when its
+``TEST_MISBEHAVE_FLAG`` exists, its consumer sends no heartbeat (as when its
 consumer thread stalls), so the group drops it after the session timeout while its lanes
 go on applying and committing. ``tests/scenarios/test_faults.py`` loads it with
 ``garrison worker tests.zombie_app``.
@@ -16,7 +16,7 @@ from tests.samples import sample_registry
 
 registry = sample_registry()
 
-_FLAG = Path(os.environ["TEST_ZOMBIE_FLAG"])
+_FLAG = Path(os.environ["TEST_MISBEHAVE_FLAG"])
 _heartbeat = GroupCoordinator._do_heartbeat  # noqa: SLF001
 
 

@@ -52,6 +52,18 @@ def _workers(kafka: LocalKafka, tmp_path: Path, count: int, partitions: int) -> 
     return out
 
 
+def _misbehaving(
+    kafka: LocalKafka, tmp_path: Path, app_module: str
+) -> tuple[WorkerProcess, WorkerProcess, Path]:
+    """Two workers of one app, the first loading ``app_module``: a test app that
+    misbehaves while the returned flag file exists (``TEST_MISBEHAVE_FLAG``)."""
+    first, second = _workers(kafka, tmp_path, 2, partitions=4)
+    flag = tmp_path / "misbehave"
+    first.env["TEST_MISBEHAVE_FLAG"] = str(flag)
+    first.app_module = app_module
+    return first, second, flag
+
+
 def _logs(workers: list[WorkerProcess]) -> str:
     return "\n".join(f"--- worker {n} ---\n{w.log_tail(30)}" for n, w in enumerate(workers))
 
@@ -222,10 +234,8 @@ async def test_a_zombie_worker_commits_nothing_after_losing_its_partitions(
     # has left, so the group refuses their offsets and nothing they wrote commits
     # (agents.group_offsets). Every event is applied once: seq 1..n for every
     # instance, the state a fold of its events.
-    zombie, owner = workers = _workers(broker, tmp_path, 2, partitions=4)
-    flag = tmp_path / "stall-heartbeats"
-    zombie.env["TEST_ZOMBIE_FLAG"] = str(flag)
-    zombie.app_module = "tests.zombie_app"
+    zombie, owner, flag = _misbehaving(broker, tmp_path, "tests.zombie_app")
+    workers = [zombie, owner]
     app = zombie.env["GARRISON_APP"]
     bootstrap = _bootstrap(broker)
     follower = Follower(bootstrap, f"{app}.state-changes")
@@ -278,10 +288,8 @@ async def test_a_worker_killed_in_a_transaction_does_not_hold_its_partitions(
     # (agents.dispatch, _end_open_transactions) instead of waiting for the broker's
     # transaction timeout, which held read_committed readers and the new owner's stable
     # fetch: a standby once took 18.5 s to serve. Every event is applied once.
-    dead, owner = workers = _workers(broker, tmp_path, 2, partitions=4)
-    flag = tmp_path / "hang-commits"
-    dead.env["TEST_HANG_FLAG"] = str(flag)
-    dead.app_module = "tests.stuck_commit_app"
+    dead, owner, flag = _misbehaving(broker, tmp_path, "tests.stuck_commit_app")
+    workers = [dead, owner]
     app = dead.env["GARRISON_APP"]
     bootstrap = _bootstrap(broker)
     follower = Follower(bootstrap, f"{app}.state-changes")
