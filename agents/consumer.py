@@ -189,7 +189,7 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         events = cast("GarrisonApp", self.app).settings.topics.events
         coordinator = self._ensure_consumer()._coordinator  # noqa: SLF001
         request = StableOffsetFetchRequest(coordinator.group_id, events, partitions)
-        waited = 0.0
+        waited = False
 
         async def fetch() -> dict[int, int] | None:
             return stable_offsets(await coordinator._send_req(request))  # noqa: SLF001
@@ -211,8 +211,8 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
                     )
             except KafkaError as exc:
                 log.info("fetching stable offsets of %s failed, retrying: %r", partitions, exc)
+            waited = True
             await asyncio.sleep(_STABLE_RETRY_S)
-            waited += _STABLE_RETRY_S
 
 
 class _Consumer(faust_aiokafka.Consumer):

@@ -26,8 +26,9 @@ from agents.transactions import Transactions
 from pipeline.decision import Rules, Verdict
 from pipeline.registry import Registry
 from pipeline.settings import Settings
-from tables.changelog import ends_of
-from tables.keys import OFFSET_KEY, WRITER_KEY
+from tables.batch import applied_offset
+from tables.changelog import held_open
+from tables.keys import WRITER_KEY
 from tables.store import PartitionStore
 
 __all__ = ["DispatchStats", "Dispatcher"]
@@ -138,7 +139,7 @@ class Dispatcher:
             if p not in self._lanes:
                 lanes.append(self._lanes.setdefault(p, Lane(self, p, generation)))
         taken = {lane.partition for lane in lanes}
-        await self.catch_up(taken)  # what was committed, and by whom (WRITER_KEY)
+        # The stores are as recovery left them: their WRITER_KEY names the last writer.
         await self._end_open_transactions(taken)
         stable = await self.consumer().wait_stable(taken, generation)
         await self._caught_up(taken, stable or {})
@@ -161,19 +162,10 @@ class Dispatcher:
         18.5 s to serve the partitions of a worker SIGKILLed under load, against a target
         of 10. The grace lets a live owner's transaction end on its own: fencing it would
         make that worker wait a session timeout before it commits again."""
-        options = kafka_options(self.settings.kafka)
         topics = (self.state.changelog_topic, self.timers.changelog_topic)
         wanted = [(t, p) for t in topics for p in partitions]
-        deadline = asyncio.get_running_loop().time() + _OPEN_GRACE_S
-        while True:
-            held = {
-                p
-                for (_, p), (stable, high) in (await ends_of(options, wanted)).items()
-                if stable < high
-            }
-            if not held or asyncio.get_running_loop().time() > deadline:
-                break
-            await asyncio.sleep(_BARRIER_POLL_S)
+        still = await held_open(kafka_options(self.settings.kafka), wanted, within=_OPEN_GRACE_S)
+        held = {p for _, p in still}
         mine = self.transactions.transactional_id.encode()
         writers: dict[bytes, list[int]] = {}
         for p in sorted(held):
@@ -210,7 +202,7 @@ class Dispatcher:
             behind = {
                 p: offset
                 for p, offset in offsets.items()
-                if offset > 0 and _applied(self.state, p) < offset
+                if offset > 0 and applied_offset(self.state, p) < offset
             }
             if not behind:
                 return
@@ -220,7 +212,7 @@ class Dispatcher:
                     "with their state, %s; the stored offsets decide where they are read "
                     "(were the group's offsets reset by hand?)",
                     behind,
-                    {p: _applied(self.state, p) for p in behind},
+                    {p: applied_offset(self.state, p) for p in behind},
                 )
                 return
             await asyncio.sleep(_BARRIER_POLL_S)
@@ -248,12 +240,6 @@ class Dispatcher:
 _BARRIER_S = 10.0  # how long a group offset ahead of the changelog is waited for
 _OPEN_GRACE_S = 1.0  # how long the previous owner's open transaction may end on its own
 _BARRIER_POLL_S = 0.05
-
-
-def _applied(state: PartitionStore, partition: int) -> int:
-    """The next events offset to apply, as stored with ``partition``'s state; -1: none."""
-    stored = state.get(partition, OFFSET_KEY)
-    return -1 if stored is None else int(stored)
 
 
 async def _nothing(partitions: set[int], *, settled: bool = False) -> None:

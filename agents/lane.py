@@ -49,8 +49,8 @@ from pipeline.decision import Rules, apply_record, dead_letter
 from pipeline.errors import InvalidOutput
 from pipeline.seal import SEAL_KEY_BYTES
 from pipeline.view import Reads
-from tables.batch import StateBatch
-from tables.keys import OFFSET_KEY, SEAL_KEY, WRITER_KEY
+from tables.batch import StateBatch, applied_offset
+from tables.keys import SEAL_KEY, WRITER_KEY
 
 if TYPE_CHECKING:
     from agents.dispatch import Dispatcher
@@ -126,8 +126,7 @@ class Lane:
         if self.member is None:
             log.info("partition %d moved while its lane started", self.partition)
             return False
-        stored = d.state.get(self.partition, OFFSET_KEY)
-        self.committed = self.resume = -1 if stored is None else int(stored)
+        self.committed = self.resume = applied_offset(d.state, self.partition)
         self.counts[""] = await d.transactions.partitions_for(d.settings.topics.events)
         writer = d.transactions.transactional_id.encode()
         self._writer = None if d.state.get(self.partition, WRITER_KEY) == writer else writer
@@ -274,8 +273,7 @@ class Lane:
                     exc,
                 )
                 await asyncio.sleep(1.0)
-        stored = self.d.state.get(self.partition, OFFSET_KEY)
-        applied = -1 if stored is None else int(stored)
+        applied = applied_offset(self.d.state, self.partition)
         if applied > self.committed:
             log.warning(
                 "partition %d: the transaction reported as failed had committed (the "

@@ -19,7 +19,6 @@ worker's own commits go on after it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, cast
 
@@ -29,7 +28,7 @@ from faust.types import TP
 
 from agents.kafka import kafka_options
 from agents.logs import RestoreProgress
-from tables.changelog import ends_of, last_data_offsets, restore
+from tables.changelog import ends_of, held_open, last_data_offsets, restore
 from tables.store import PartitionStore
 
 if TYPE_CHECKING:
@@ -38,9 +37,6 @@ if TYPE_CHECKING:
 __all__ = ["TableManagerWithBulkRecovery", "catch_up"]
 
 log = logging.getLogger(__name__)
-
-
-_SETTLE_POLL_S = 0.1
 
 
 async def catch_up(app: GarrisonApp, partitions: set[int], *, settled: bool = False) -> int:
@@ -56,25 +52,9 @@ async def catch_up(app: GarrisonApp, partitions: set[int], *, settled: bool = Fa
     wanted = [(s.changelog_topic, p) for s in stores for p in partitions]
     options = kafka_options(app.settings.kafka)
     if settled:
-        await _settle(options, wanted)
+        await held_open(options, wanted)
     ends = await last_data_offsets(options, wanted)
     return await _restore(app, options, ends)
-
-
-async def _settle(options: dict[str, Any], wanted: list[tuple[str, int]]) -> None:
-    waited = False
-    while True:
-        open_ = sorted(
-            k for k, (stable, high) in (await ends_of(options, wanted)).items() if stable < high
-        )
-        if not open_:
-            if waited:
-                log.info("the open transactions on %s have ended", wanted)
-            return
-        if not waited:
-            log.info("waiting for the open transactions on %s to end", open_)
-            waited = True
-        await asyncio.sleep(_SETTLE_POLL_S)
 
 
 async def _restore(

@@ -22,7 +22,7 @@ from tables.scan import instance_ranges, merge
 from tables.store import PartitionStore
 from tables.timers import index_writes
 
-__all__ = ["StateBatch"]
+__all__ = ["StateBatch", "applied_offset"]
 
 _ABSENT: Any = object()
 
@@ -153,3 +153,10 @@ class StateBatch:
         """Write the batch into RocksDB (after the changelog transaction committed)."""
         self._state.write(self.partition, self.state_writes)
         self._timers.write(self.partition, self.timer_writes)
+
+
+def applied_offset(state: PartitionStore, partition: int) -> int:
+    """The next events offset to apply in ``partition``, as its state stores it
+    (:meth:`StateBatch.applied_up_to`); -1 before any."""
+    stored = state.get(partition, OFFSET_KEY)
+    return -1 if stored is None else int(stored)

@@ -9,12 +9,18 @@ the last committed data record, which this module finds by reading back from the
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-__all__ = ["ends_of", "last_data_offsets", "restore"]
+__all__ = ["ends_of", "held_open", "last_data_offsets", "restore"]
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 0.05
 
 
 async def last_data_offsets(
@@ -58,6 +64,30 @@ async def ends_of(
         finally:
             await consumer.stop()
     return {key: (ends[0], ends[1]) for key, ends in found.items()}
+
+
+async def held_open(
+    options: dict[str, Any], tps: Iterable[tuple[str, int]], *, within: float | None = None
+) -> set[tuple[str, int]]:
+    """Wait until no transaction is open on any of ``tps`` (last stable offset = high
+    watermark), for ``within`` seconds at most (None: as long as it takes); the ones
+    still held when it stops waiting."""
+    wanted = list(tps)
+    loop = asyncio.get_running_loop()
+    deadline = None if within is None else loop.time() + within
+    waited = False
+    while True:
+        held = {
+            key for key, (stable, high) in (await ends_of(options, wanted)).items() if stable < high
+        }
+        if not held or (deadline is not None and loop.time() > deadline):
+            if waited and not held:
+                log.info("the open transactions on %s have ended", sorted(wanted))
+            return held
+        if not waited:
+            log.info("waiting for the open transactions on %s to end", sorted(held))
+            waited = True
+        await asyncio.sleep(_POLL_S)
 
 
 async def _last_in(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int, window: int) -> int:
