@@ -101,7 +101,7 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
         topic_allow_declare=True,
         table_standby_replicas=settings.standby_replicas,
         # Static membership: a restarted worker takes its partitions back at once.
-        consumer_group_instance_id=f"{settings.app}.{settings.member_id}",
+        consumer_group_instance_id=settings.group_instance_id,
         consumer_auto_offset_reset="earliest",
         broker_max_poll_records=settings.fetch_max_records or settings.batch_size,
         broker_session_timeout=settings.session_timeout_s,

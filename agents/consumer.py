@@ -40,7 +40,13 @@ from aiokafka.errors import KafkaError
 from aiokafka.protocol.group import LeaveGroupRequest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from agents.group_offsets import GroupMember, StableOffsetFetchRequest, stable_offsets
+from agents.group_offsets import (
+    GroupInstancesRequest,
+    GroupMember,
+    StableOffsetFetchRequest,
+    group_instances,
+    stable_offsets,
+)
 
 if TYPE_CHECKING:
     from agents.app import GarrisonApp
@@ -95,7 +101,8 @@ def _leave_when_closed(coordinator: Any) -> None:
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """Faust's consumer thread, with what the dispatcher and its lanes ask of the events
-    partitions: ``seek_and_resume``, ``hold``, ``member``, ``wait_stable``."""
+    partitions: ``seek_and_resume``, ``hold``, ``member``, ``instances``,
+    ``wait_stable``."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -177,6 +184,26 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             )
 
         return cast("GroupMember | None", await self.call_thread(who))
+
+    async def instances(self, generation: int) -> set[str] | None:
+        """The group.instance.id of every worker in the group (DescribeGroups v4, which
+        lists the members of the group's current generation); None if the group has
+        moved on from ``generation`` or the coordinator did not answer."""
+        coordinator = self._ensure_consumer()._coordinator  # noqa: SLF001
+        if coordinator.generation != generation:
+            return None
+
+        async def describe() -> set[str]:
+            return group_instances(
+                await coordinator._send_req(GroupInstancesRequest(coordinator.group_id))  # noqa: SLF001
+            )
+
+        try:
+            found: set[str] = await self.call_thread(describe)
+        except KafkaError as exc:
+            log.info("describing the group failed: %r", exc)
+            return None
+        return found if coordinator.generation == generation else None
 
     async def wait_stable(self, partitions: set[int], generation: int) -> dict[int, int] | None:
         """Wait until no open transaction holds group offsets of these events partitions

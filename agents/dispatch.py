@@ -140,7 +140,7 @@ class Dispatcher:
                 lanes.append(self._lanes.setdefault(p, Lane(self, p, generation)))
         taken = {lane.partition for lane in lanes}
         # The stores are as recovery left them: their WRITER_KEY names the last writer.
-        await self._end_open_transactions(taken)
+        await self._end_open_transactions(taken, generation)
         stable = await self.consumer().wait_stable(taken, generation)
         await self._caught_up(taken, stable or {})
         began = await asyncio.gather(*(lane.begin() for lane in lanes))
@@ -149,40 +149,59 @@ class Dispatcher:
             log.info("serving partitions %s", sorted(partitions) or "none")
             announce_ready(self.settings, sorted(partitions))
 
-    async def _end_open_transactions(self, partitions: set[int]) -> None:
-        """End a transaction the previous owner of ``partitions`` left open on their
-        changelogs, by initialising its transactional id (which fences it and aborts
-        the transaction at once), if it is still open after ``_OPEN_GRACE_S``.
+    async def _end_open_transactions(self, partitions: set[int], generation: int) -> None:
+        """End a transaction the previous owners of ``partitions`` may have left open,
+        by initialising their transactional ids (which fences them and aborts the
+        transaction at once): a previous owner no longer in the group at once, and one
+        still in it only if its transaction still holds the partitions' changelogs
+        after ``_OPEN_GRACE_S``.
 
         A worker killed in the middle of a transaction leaves it open until the broker's
         transaction timeout (and the broker looks only every
         ``transaction.abort.timed.out.transaction.cleanup.interval.ms``, 10 s by
         default): its records hold back every read_committed reader of those
-        partitions, and its offsets this worker's stable fetch; measured, a standby took
+        partitions, and its offsets this worker's stable fetch. Measured, a standby took
         18.5 s to serve the partitions of a worker SIGKILLed under load, against a target
-        of 10. The grace lets a live owner's transaction end on its own: fencing it would
-        make that worker wait a session timeout before it commits again."""
-        topics = (self.state.changelog_topic, self.timers.changelog_topic)
-        wanted = [(t, p) for t in topics for p in partitions]
-        still = await held_open(kafka_options(self.settings.kafka), wanted, within=_OPEN_GRACE_S)
-        held = {p for _, p in still}
+        of 10; and 19.3 s when only the ends of the changelogs were looked at, because
+        the dead worker's offsets had reached the group coordinator while its records
+        were still being retried (NOT_ENOUGH_REPLICAS while the broker verifies the
+        partition is in the transaction, KIP-890): nothing held the changelogs, and the
+        offsets were held until the transaction timed out.
+
+        A previous owner still in the group has stopped its lanes before it rejoined
+        (the group's rebalances are eager), but a commit may still be under way:
+        fencing it would make that worker wait a session timeout before it commits
+        again. The previous owner is the last writer the stores name (``WRITER_KEY``);
+        one that died in its first transaction on a partition is not named, and its
+        transaction is left to the broker's timeout."""
         mine = self.transactions.transactional_id.encode()
-        writers: dict[bytes, list[int]] = {}
-        for p in sorted(held):
-            writer = self.state.get(p, WRITER_KEY)
-            if writer is not None and writer != mine:
-                writers.setdefault(writer, []).append(p)
-        for writer, held_by in writers.items():
-            name = writer.decode(errors="replace")
+        writers: dict[str, set[int]] = {}
+        for p in partitions:
+            last = self.state.get(p, WRITER_KEY)
+            if last is not None and last != mine:
+                writers.setdefault(last.decode(errors="replace"), set()).add(p)
+        if not writers:
+            return
+        members = await self.consumer().instances(generation)
+        topics = (self.state.changelog_topic, self.timers.changelog_topic)
+        options = kafka_options(self.settings.kafka)
+        for name, written in sorted(writers.items()):
+            if members is not None and self.settings.group_instance_of(name) not in members:
+                why = "it is no longer in the group"
+            else:
+                wanted = [(t, p) for t in topics for p in written]
+                if not await held_open(options, wanted, within=_OPEN_GRACE_S):
+                    continue
+                why = "its transaction still holds their changelogs"
             log.warning(
-                "partitions %s: ending the transaction that %s left open on their changelogs",
-                held_by,
+                "partitions %s: fencing their last writer, %s, which may have left a "
+                "transaction open (%s)",
+                sorted(written),
                 name,
+                why,
             )
             await close_producer(
-                await transactional_producer(
-                    self.settings.kafka, name, f"ending {name}'s transaction"
-                )
+                await transactional_producer(self.settings.kafka, name, f"fencing {name}")
             )
 
     async def _caught_up(self, partitions: set[int], offsets: dict[int, int]) -> None:

@@ -18,10 +18,15 @@ consumer group, as Kafka Streams' exactly_once_v2 does it:
   open, so a transaction the old owner committed offsets in before the generation moved
   has ended, committed or aborted, before the new owner reads what it wrote.
 
+- a new owner that finds a transaction of the previous owner still open on its
+  changelogs ends it at once if that worker is no longer in the group (``DescribeGroups``
+  version 4, which names each member's group.instance.id): it died, or is a zombie.
+
 aiokafka 0.14 sends ``TxnOffsetCommit`` version 0 only (no generation: nothing is
-fenced) and fetches offsets without ``require_stable``. Both requests are declared here
-with aiokafka's own protocol types, and the producer's sender is given a handler that
-sends version 3 (:func:`fence_offsets_by_generation`).
+fenced), fetches offsets without ``require_stable`` and describes groups without the
+members' instance ids. These requests are declared here with aiokafka's own protocol
+types, and the producer's sender is given a handler that sends version 3
+(:func:`fence_offsets_by_generation`).
 """
 
 from __future__ import annotations
@@ -39,21 +44,26 @@ from aiokafka import errors as kafka_errors
 from aiokafka.producer import sender as aiokafka_sender
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import (
+    Array,
     Boolean,
+    Bytes,
     CompactArray,
     CompactString,
     Int16,
     Int32,
     Int64,
     Schema,
+    String,
     TaggedFields,
 )
 from aiokafka.structs import OffsetAndMetadata
 
 __all__ = [
     "GroupMember",
+    "GroupInstancesRequest",
     "OffsetsRefused",
     "add_group",
+    "group_instances",
     "StableOffsetFetchRequest",
     "TxnOffsetCommitV3Request",
     "fence_offsets_by_generation",
@@ -349,3 +359,69 @@ def stable_offsets(resp: Any) -> dict[int, int] | None:
                 )
             found[partition] = offset
     return found
+
+
+# -- DescribeGroups v4: the members' group.instance.id ---------------------------------
+
+
+class DescribeGroupsResponse_v4(Response):  # type: ignore[misc] # noqa: N801
+    API_KEY = 15
+    API_VERSION = 4
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        (
+            "groups",
+            Array(
+                ("error_code", Int16),
+                ("group", String("utf-8")),
+                ("state", String("utf-8")),
+                ("protocol_type", String("utf-8")),
+                ("protocol", String("utf-8")),
+                (
+                    "members",
+                    Array(
+                        ("member_id", String("utf-8")),
+                        ("group_instance_id", String("utf-8")),  # null when not static
+                        ("client_id", String("utf-8")),
+                        ("client_host", String("utf-8")),
+                        ("member_metadata", Bytes),
+                        ("member_assignment", Bytes),
+                    ),
+                ),
+                ("authorized_operations", Int32),
+            ),
+        ),
+    )
+
+
+class DescribeGroupsRequest_v4(RequestStruct):  # type: ignore[misc] # noqa: N801
+    API_KEY = 15
+    API_VERSION = 4
+    RESPONSE_TYPE = DescribeGroupsResponse_v4
+    SCHEMA = Schema(("groups", Array(String("utf-8"))), ("include_authorized_operations", Boolean))
+
+
+DescribeGroupsV4Struct: TypeAlias = DescribeGroupsRequest_v4
+
+
+class GroupInstancesRequest(Request[DescribeGroupsV4Struct]):  # type: ignore[misc]
+    """DescribeGroups of one group, version 4: the first to name the members'
+    group.instance.id (Kafka 2.4)."""
+
+    API_KEY = 15
+
+    def __init__(self, group_id: str) -> None:
+        self._group_id = group_id
+
+    def build(self, request_struct_class: type[DescribeGroupsV4Struct]) -> DescribeGroupsV4Struct:
+        return request_struct_class([self._group_id], False)
+
+
+def group_instances(resp: Any) -> set[str]:
+    """The group.instance.id of every static member a DescribeGroups v4 answer lists.
+    Raises the Kafka error of a failure."""
+    [(error_code, group, _state, _type, _protocol, members, _ops)] = resp.groups
+    if error_code:
+        error_type = kafka_errors.for_code(error_code)
+        raise error_type(f"describing group {group} failed (error {error_code})")
+    return {instance for _, instance, *_ in members if instance is not None}

@@ -117,7 +117,7 @@ class Transactions:
     def __init__(self, settings: Settings, on_failure: Callable[[], None]) -> None:
         self.settings = settings
         self._on_failure = on_failure  # the stream ended on an error of its own: a bug
-        self.transactional_id = f"{settings.app}.dispatch.{settings.member_id}"
+        self.transactional_id = settings.transactional_id
         self.producer: AIOKafkaProducer | None = None
         self._queue: list[_Part] = []
         self._wake = asyncio.Event()

@@ -406,6 +406,24 @@ class Settings(BaseSettings):
         return f"{socket.gethostname()}-{hashlib.sha256(folder).hexdigest()[:10]}"
 
     @property
+    def group_instance_id(self) -> str:
+        """The worker's group.instance.id in the app's consumer group."""
+        return f"{self.app}.{self.member_id}"
+
+    @property
+    def transactional_id(self) -> str:
+        """The transactional id of the worker's producer (``agents.transactions``)."""
+        return f"{self.app}.dispatch.{self.member_id}"
+
+    def group_instance_of(self, transactional_id: str) -> str | None:
+        """The group.instance.id of the worker of this app whose producer has
+        ``transactional_id``; None if it is no worker's of this app."""
+        prefix = f"{self.app}.dispatch."
+        if not transactional_id.startswith(prefix):
+            return None
+        return f"{self.app}.{transactional_id.removeprefix(prefix)}"
+
+    @property
     def partitioning(self) -> Partitioning:
         """The app's hot-tenant keying rules (``GARRISON_HOT_*``)."""
         return Partitioning(self.hot.tenants, self.hot.machines)

