@@ -9,6 +9,7 @@ import orjson
 
 from pipeline.envelope import Event, format_time
 from pipeline.errors import Rejected
+from pipeline.jsonbytes import dumps_kept
 from pipeline.record import Record, Timer
 
 __all__ = ["StateChange", "Outgoing", "TimerWrite", "Outcome", "Status"]
@@ -54,7 +55,7 @@ class StateChange(NamedTuple):
         }
         if self.computed is not None:
             change["computed"] = self.computed
-        return orjson.dumps(change)
+        return dumps_kept(change)
 
     @classmethod
     def from_json(cls, raw: bytes) -> StateChange:

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from pipeline.errors import GarrisonError
+from pipeline.jsonbytes import dumps_kept
 
 __all__ = ["NO_TIMERS", "Record", "Timer", "copy_state", "dump_record", "load_record", "load_state"]
 
@@ -62,7 +63,7 @@ _FORMAT = 1
 def dump_record(record: Record) -> bytes:
     """Serialise a record (orjson; a list, so field names are not repeated per key)."""
     timers = {n: (t.due_ms, t.every_ms, t.event_type, t.data) for n, t in record.timers.items()}
-    return orjson.dumps(
+    return dumps_kept(
         (
             _FORMAT,
             record.state,
