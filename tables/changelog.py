@@ -10,17 +10,46 @@ the last committed data record, which this module finds by reading back from the
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.consumer import fetcher as aiokafka_fetcher
 
 __all__ = ["ends_of", "held_open", "last_data_offsets", "restore"]
 
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.05
+
+
+def _as_read(raw: bytes | None) -> bytes | None:
+    """The restore consumer's key deserializer, and its mark: that consumer's records
+    are aiokafka's records as parsed (``offset``, ``key``, ``value``), not
+    ``ConsumerRecord`` objects. Every other consumer's are built as before, after one
+    identity check.
+
+    A restore reads millions of records and needs three fields of each. Profiled
+    (py-spy, a worker restoring 2.4M changelog records in 16.8 s), building each
+    ``ConsumerRecord`` (a dataclass of 12 fields) took 31% of the restore, more than
+    RocksDB's writes (28%)."""
+    return raw
+
+
+if not hasattr(aiokafka_fetcher.PartitionRecords, "_consumer_record"):
+    raise RuntimeError("aiokafka's PartitionRecords._consumer_record is gone: see _as_read")
+_consumer_record = aiokafka_fetcher.PartitionRecords._consumer_record  # noqa: SLF001
+
+
+def _record_as_parsed(self: Any, tp: TopicPartition, record: Any) -> Any:
+    if self._key_deserializer is _as_read:  # noqa: SLF001
+        return record
+    return _consumer_record(self, tp, record)
+
+
+aiokafka_fetcher.PartitionRecords._consumer_record = _record_as_parsed  # noqa: SLF001
 
 
 async def last_data_offsets(
@@ -141,11 +170,17 @@ async def restore(
         **options,
         enable_auto_commit=False,
         isolation_level="read_committed",
+        key_deserializer=_as_read,
         max_partition_fetch_bytes=8 * 1024 * 1024,
         fetch_max_bytes=32 * 1024 * 1024,
     )
     await consumer.start()
     read = 0
+    collecting = gc.isenabled()
+    # Every record read is an object the cyclic collector tracks, and up to ``chunk``
+    # of them are alive at once: profiled (py-spy --native) restoring 2.4M records,
+    # its collections took a fifth of the worker's time. Nothing here makes cycles.
+    gc.disable()
     try:
         consumer.assign(list(todo))
         for tp, (start, _) in todo.items():
@@ -174,4 +209,6 @@ async def restore(
                     consumer.pause(tp)
         return read
     finally:
+        if collecting:
+            gc.enable()
         await consumer.stop()
