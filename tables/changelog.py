@@ -157,7 +157,11 @@ async def restore(
     Returns how many records were read.
 
     This is the bulk path of recovery: a raw read_committed consumer and whole write
-    batches, instead of one framework event per record.
+    batches, instead of one framework event per record. Measured restoring 1.2M
+    records of 4 partitions into RocksDB (the process pinned to one CPU, two rounds):
+    6.84-7.49 us of CPU a record with ``ConsumerRecord``\ s, the collector on and the
+    batches in dict order; 4.36-4.65 with none of the three (each alone costs 0.6-1.3:
+    ``_as_read``, the paused collector below, ``PartitionStore.write``'s key order).
     """
     todo = {
         TopicPartition(t, p): (start, end)
