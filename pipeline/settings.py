@@ -76,16 +76,10 @@ class RocksDBSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     write_buffer_size: int = Field(
-        default=32 * 1024 * 1024, ge=1024 * 1024, description="one memtable's size at most"
+        default=16 * 1024 * 1024, ge=1024 * 1024, description="one memtable's size at most"
     )
     max_write_buffer_number: int = Field(
         default=3, ge=1, description="memtables per database (one per table and partition)"
-    )
-    write_buffer_limit: int = Field(
-        default=64 * 1024 * 1024,
-        ge=1024 * 1024,
-        description="the memtables of all the worker's databases together: beyond it the "
-        "largest is flushed",
     )
     block_cache_size: int = Field(
         default=64 * 1024 * 1024,

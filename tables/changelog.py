@@ -158,10 +158,9 @@ async def restore(
 
     This is the bulk path of recovery: a raw read_committed consumer and whole write
     batches, instead of one framework event per record. Measured restoring 1.2M
-    records of 4 partitions into RocksDB (the process pinned to one CPU, two rounds):
-    6.84-7.49 us of CPU a record with ``ConsumerRecord``\ s, the collector on and the
-    batches in dict order; 4.36-4.65 with none of the three (each alone costs 0.6-1.3:
-    ``_as_read``, the paused collector below, ``PartitionStore.write``'s key order).
+    records of 4 partitions into RocksDB (``python -m bench.restore_paths``, pinned to
+    one CPU, two rounds): 5.07 and 4.33 us of CPU a record; 5.89 and 5.32 with
+    ``ConsumerRecord``\ s, 5.98 and 5.03 with the collector on, 7.00 and 5.99 with both.
     """
     todo = {
         TopicPartition(t, p): (start, end)

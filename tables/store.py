@@ -20,33 +20,34 @@ from rocksdict import (
     Options,
     Rdict,
     WriteBatch,
-    WriteBufferManager,
 )
 
 from pipeline.settings import RocksDBSettings
 from tables.scan import in_ranges
 
-__all__ = ["PartitionStore", "StoreMemory"]
+__all__ = ["PartitionStore", "StoreMemory", "options_for"]
 
 
 class StoreMemory:
-    """The RocksDB memory of one worker: a block cache and a limit on memtables, both
-    shared by every database of every table it holds (each partition's, active or
-    standby, is a database of its own).
+    """The RocksDB block cache of one worker, shared by every database of every table
+    it holds (each partition's, active or standby, is a database of its own).
 
-    Faust gives each database its own cache (128 MiB each, garrison's old default) and
-    memtables (3 of 32 MiB), so a worker's RocksDB memory grew with its partitions:
-    with 32, 64 databases, up to 6 GiB of memtables and 8 GiB of caches. Shared, it is at most
-    ``block_cache_size + write_buffer_limit`` whatever the partition count. Measured
-    with 4 partitions, the peak RSS of a worker applying 1.2M events to 1M instances
-    (``bench/run --only restore``, one run each): 679-709 MiB before; 702 shared at
-    128 + 128 MiB (no gain with 4 partitions); with JSON values trimmed
-    (``pipeline.jsonbytes``) 597 at 128 + 128, 519 at 64 + 64, the defaults."""
+    Faust gives each database a cache of its own (128 MiB each, garrison's old
+    default), so a worker's cache memory could grow with its partitions: with 32, 64
+    databases, up to 8 GiB. Shared, it is ``block_cache_size`` whatever the partition
+    count. The memtables stay each database's own: a shared WriteBufferManager limit
+    counts every open memtable's arena block and bloom filter (64 databases: 268 MiB
+    with 32 MiB memtables, 166 with 16, all but empty), and with 64 databases a 64 MiB
+    limit flushed on nearly every write (measured: 383 SST files from 5 MiB of writes,
+    127 us a batch write against 47; a worker with 32 partitions at 2,000 events/s, p99
+    431.6 ms in the full bench/run at d0e56fa, against 184.9 before). Peak RSS of a
+    worker with 4 partitions applying 1.2M events to 1M instances (``bench/run --only
+    restore``, one run each): 679-709 MiB before; with JSON values trimmed
+    (``pipeline.jsonbytes``) and this cache of 64 MiB, 568 with 32 MiB memtables and
+    516 with 16 (the default; 16,931 and 16,838 events/s)."""
 
     def __init__(self, settings: RocksDBSettings) -> None:
         self.cache = Cache(settings.block_cache_size)
-        # No stall: a write beyond the limit flushes the largest memtable instead.
-        self.write_buffers = WriteBufferManager(settings.write_buffer_limit, False)
 
 
 class _Options(RocksDBOptions):
@@ -81,11 +82,17 @@ class _Options(RocksDBOptions):
         table.set_block_cache(self.memory.cache)
         table.set_index_type(BlockBasedIndexType.binary_search())
         options.set_block_based_table_factory(table)
-        options.set_write_buffer_manager(self.memory.write_buffers)
         if self.memtable_bloom_ratio > 0:
             options.set_memtable_prefix_bloom_ratio(self.memtable_bloom_ratio)
             options.set_memtable_whole_key_filtering(True)
         return options
+
+
+def options_for(settings: RocksDBSettings, memory: StoreMemory) -> Options:
+    """The options garrison opens each partition's database with (``bench``'s
+    restore comparison opens its own with them)."""
+    options: Options = _Options(settings, memory, use_rocksdict=True).as_options()
+    return options
 
 
 class PartitionStore:
@@ -132,18 +139,11 @@ class PartitionStore:
         return get
 
     def write(self, partition: int, writes: Mapping[bytes, bytes | None]) -> None:
-        """Apply puts (bytes) and deletes (None) atomically, in key order.
-
-        A memtable is a skip list, and an insert at a random key misses the cache on
-        most of its levels; RocksDB starts each insert of a batch where the last one
-        ended, so a batch in key order walks the list forward instead. Measured with
-        20,000 records of about 250 bytes a batch into memtables of 32 MiB: 2.79 us a
-        record in dict order, 1.81 sorted (the sort included)."""
+        """Apply puts (bytes) and deletes (None) atomically."""
         if not writes:
             return
         batch = WriteBatch(raw_mode=True)
-        for key in sorted(writes):
-            value = writes[key]
+        for key, value in writes.items():
             if value is None:
                 batch.delete(key)
             else:

@@ -99,25 +99,22 @@ def test_a_getter_kept_past_the_revoke_does_not_keep_the_database_open(
         gc.enable()
 
 
-def test_every_database_of_the_worker_shares_one_cache_and_one_memtable_limit(
-    tmp_path: Path,
-) -> None:
+def test_every_database_of_the_worker_shares_one_block_cache(tmp_path: Path) -> None:
     # Faust gives each partition's database its own; tables.store.StoreMemory is one for
-    # the worker, so its RocksDB memory does not grow with its partitions.
-    app = _app(tmp_path, write_buffer_limit=64 << 20, block_cache_size=8 << 20)
+    # the worker, so its cache does not grow with its partitions.
+    app = _app(tmp_path, block_cache_size=8 << 20)
     state, timers = app.state_store, app.timer_store
     memory = state._table.data.rocksdb_options.memory  # noqa: SLF001 - what Faust opens with
     assert timers._table.data.rocksdb_options.memory is memory  # noqa: SLF001
-    assert memory.write_buffers.get_buffer_size() == 64 << 20
-    assert memory.write_buffers.get_usage() == 0
     value = b"v" * 200
     for store in (state, timers):
         for partition in (0, 1, 2):
             store.write(partition, {b"k%d" % n: value for n in range(2000)})
-    # Every database's memtables count against the one limit: 6 databases of 2,000
-    # writes of about 200 bytes each, at least 2.4 MB in all.
-    assert memory.write_buffers.get_usage() >= 6 * 2000 * 200
-    for partition in (0, 1, 2):
-        assert state.get(partition, b"k1999") == value
-    state.getter(0)(b"k5")  # reads go through the shared cache
+            store.db(partition).flush()  # to a file: reads then go through the cache
+    before = memory.cache.get_usage()
+    for store in (state, timers):
+        for partition in (0, 1, 2):
+            assert store.get(partition, b"k1999") == value
+    # Every database's blocks were read into the one cache.
+    assert memory.cache.get_usage() > before + 6 * 1000
     assert memory.cache.get_usage() <= 8 << 20
