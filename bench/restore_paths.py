@@ -35,14 +35,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
-from rocksdict import Rdict, WriteBatch
+from rocksdict import Rdict
 
 import tables.changelog as changelog
 from bench.affinity import plan_affinity
 from bench.topic import create_topics
 from pipeline.settings import RocksDBSettings
 from tables.changelog import last_data_offsets, restore
-from tables.store import StoreMemory, options_for
+from tables.store import StoreMemory, options_for, write_all
 
 _PARTITIONS = 4
 _VARIANTS = {  # name: (parsed records, collector paused)
@@ -91,13 +91,7 @@ def _variant(parsed: bool, paused: bool) -> Iterator[None]:
 
 def _writer(dbs: list[Rdict]) -> Callable[[str, int, dict[bytes, bytes | None], int], None]:
     def write(topic: str, partition: int, writes: dict[bytes, bytes | None], last: int) -> None:
-        batch = WriteBatch(raw_mode=True)
-        for key, value in writes.items():
-            if value is None:
-                batch.delete(key)
-            else:
-                batch.put(key, value)
-        dbs[partition].write(batch)
+        write_all(dbs[partition], writes)
 
     return write
 

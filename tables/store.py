@@ -25,7 +25,7 @@ from rocksdict import (
 from pipeline.settings import RocksDBSettings
 from tables.scan import in_ranges
 
-__all__ = ["PartitionStore", "StoreMemory", "options_for"]
+__all__ = ["PartitionStore", "StoreMemory", "options_for", "write_all"]
 
 
 class StoreMemory:
@@ -88,6 +88,17 @@ class _Options(RocksDBOptions):
         return options
 
 
+def write_all(db: Rdict, writes: Mapping[bytes, bytes | None]) -> None:
+    """Apply puts (bytes) and deletes (None) to ``db`` in one write batch."""
+    batch = WriteBatch(raw_mode=True)
+    for key, value in writes.items():
+        if value is None:
+            batch.delete(key)
+        else:
+            batch.put(key, value)
+    db.write(batch)
+
+
 def options_for(settings: RocksDBSettings, memory: StoreMemory) -> Options:
     """The options garrison opens each partition's database with (``bench``'s
     restore comparison opens its own with them)."""
@@ -140,15 +151,8 @@ class PartitionStore:
 
     def write(self, partition: int, writes: Mapping[bytes, bytes | None]) -> None:
         """Apply puts (bytes) and deletes (None) atomically."""
-        if not writes:
-            return
-        batch = WriteBatch(raw_mode=True)
-        for key, value in writes.items():
-            if value is None:
-                batch.delete(key)
-            else:
-                batch.put(key, value)
-        self.db(partition).write(batch)
+        if writes:
+            write_all(self.db(partition), writes)
 
     def clear(self, partition: int) -> None:
         """Delete everything in ``partition``'s database (its restored offset too)."""
