@@ -160,7 +160,7 @@ async def restore(
     batches, instead of one framework event per record. Measured restoring 1.2M
     records of 4 partitions into RocksDB (``python -m bench.restore_paths``, pinned to
     one CPU, two rounds): 5.07 and 4.33 us of CPU a record; 5.89 and 5.32 with
-    ``ConsumerRecord``\ s, 5.98 and 5.03 with the collector on, 7.00 and 5.99 with both.
+    ``ConsumerRecord`` objects, 5.98 and 5.03 with the collector on, 7.00 and 5.99 with both.
     """
     todo = {
         TopicPartition(t, p): (start, end)
