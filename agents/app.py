@@ -28,7 +28,7 @@ from pipeline.registry import Registry
 from pipeline.seal import SEAL_HEADER, seal
 from pipeline.settings import Settings
 from tables import timers as timer_index
-from tables.store import PartitionStore, StoreMemory
+from tables.store import PartitionStore, shared_cache
 
 __all__ = ["GarrisonApp", "create_app"]
 
@@ -135,9 +135,9 @@ def create_app(settings: Settings, registry: Registry) -> GarrisonApp:
         # Keys and values are our own bytes (tables.keys, pipeline.record); "raw" also
         # makes Faust's request router hash a tenant key as the producers' partitioner does.
         table.key_serializer = table.value_serializer = "raw"  # type: ignore[attr-defined]
-    memory = StoreMemory(settings.rocksdb)
-    app.state_store = PartitionStore(state, settings.rocksdb, memory)
-    app.timer_store = PartitionStore(timers, settings.rocksdb, memory)
+    cache = shared_cache(settings.rocksdb)
+    app.state_store = PartitionStore(state, settings.rocksdb, cache)
+    app.timer_store = PartitionStore(timers, settings.rocksdb, cache)
     app.dispatcher = Dispatcher(settings, registry, app.state_store, app.timer_store)
 
     async def _catch_up(partitions: set[int], *, settled: bool = False) -> None:

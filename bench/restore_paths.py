@@ -42,7 +42,7 @@ from bench.affinity import plan_affinity
 from bench.topic import create_topics
 from pipeline.settings import RocksDBSettings
 from tables.changelog import last_data_offsets, restore
-from tables.store import StoreMemory, options_for, write_all
+from tables.store import options_for, shared_cache, write_all
 
 _PARTITIONS = 4
 _VARIANTS = {  # name: (parsed records, collector paused)
@@ -99,9 +99,9 @@ def _writer(dbs: list[Rdict]) -> Callable[[str, int, dict[bytes, bytes | None], 
 async def _round(bootstrap: str, topic: str, name: str, work: Path) -> tuple[int, float]:
     parsed, paused = _VARIANTS[name]
     settings = RocksDBSettings()
-    memory = StoreMemory(settings)
+    cache = shared_cache(settings)
     dbs = [
-        Rdict(tempfile.mkdtemp(dir=work), options_for(settings, memory)) for _ in range(_PARTITIONS)
+        Rdict(tempfile.mkdtemp(dir=work), options_for(settings, cache)) for _ in range(_PARTITIONS)
     ]
     options = {"bootstrap_servers": bootstrap}
     ends = await last_data_offsets(options, [(topic, p) for p in range(_PARTITIONS)])

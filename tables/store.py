@@ -25,12 +25,12 @@ from rocksdict import (
 from pipeline.settings import RocksDBSettings
 from tables.scan import in_ranges
 
-__all__ = ["PartitionStore", "StoreMemory", "options_for", "write_all"]
+__all__ = ["PartitionStore", "options_for", "shared_cache", "write_all"]
 
 
-class StoreMemory:
-    """The RocksDB block cache of one worker, shared by every database of every table
-    it holds (each partition's, active or standby, is a database of its own).
+def shared_cache(settings: RocksDBSettings) -> Cache:
+    """The RocksDB block cache of one worker, for every database of every table it
+    holds (each partition's, active or standby, is a database of its own).
 
     Faust gives each database a cache of its own (128 MiB each, garrison's old
     default), so a worker's cache memory could grow with its partitions: with 32, 64
@@ -45,9 +45,7 @@ class StoreMemory:
     restore``, one run each): 679-709 MiB before; with JSON values trimmed
     (``pipeline.jsonbytes``) and this cache of 64 MiB, 568 with 32 MiB memtables and
     516 with 16 (the default; 16,931 and 16,838 events/s)."""
-
-    def __init__(self, settings: RocksDBSettings) -> None:
-        self.cache = Cache(settings.block_cache_size)
+    return Cache(settings.block_cache_size)
 
 
 class _Options(RocksDBOptions):
@@ -60,9 +58,7 @@ class _Options(RocksDBOptions):
     searches end at the filter. Measured here with 300k keys of 240 bytes: a lookup of
     a new key 2.1 -> 0.5 us, of an existing one 5.5 -> 3.8 us, a write +0.3 us."""
 
-    def __init__(
-        self, settings: RocksDBSettings, memory: StoreMemory, *, use_rocksdict: bool
-    ) -> None:
+    def __init__(self, settings: RocksDBSettings, cache: Cache, *, use_rocksdict: bool) -> None:
         super().__init__(
             max_open_files=settings.max_open_files,
             write_buffer_size=settings.write_buffer_size,
@@ -72,14 +68,14 @@ class _Options(RocksDBOptions):
             use_rocksdict=use_rocksdict,
         )
         self.memtable_bloom_ratio = settings.memtable_bloom_ratio
-        self.memory = memory
+        self.cache = cache
 
     def as_options(self) -> Options:
         options: Options = super().as_options()
         # Faust's table options again, with the worker's one cache instead of a new one.
         table = BlockBasedOptions()
         table.set_bloom_filter(self.bloom_filter_size, block_based=True)
-        table.set_block_cache(self.memory.cache)
+        table.set_block_cache(self.cache)
         table.set_index_type(BlockBasedIndexType.binary_search())
         options.set_block_based_table_factory(table)
         if self.memtable_bloom_ratio > 0:
@@ -99,23 +95,23 @@ def write_all(db: Rdict, writes: Mapping[bytes, bytes | None]) -> None:
     db.write(batch)
 
 
-def options_for(settings: RocksDBSettings, memory: StoreMemory) -> Options:
+def options_for(settings: RocksDBSettings, cache: Cache) -> Options:
     """The options garrison opens each partition's database with (``bench``'s
     restore comparison opens its own with them)."""
-    options: Options = _Options(settings, memory, use_rocksdict=True).as_options()
+    options: Options = _Options(settings, cache, use_rocksdict=True).as_options()
     return options
 
 
 class PartitionStore:
     """The RocksDB databases behind one Faust table (``rocksdb://`` store, raw serde)."""
 
-    def __init__(self, table: Any, settings: RocksDBSettings, memory: StoreMemory) -> None:
+    def __init__(self, table: Any, settings: RocksDBSettings, cache: Cache) -> None:
         self._table = table
         # Faust has no app-wide RocksDB setting; its store builds options from the
         # table's and opens each partition's database with whatever is on the store
         # when the partition is assigned. Ours go there before that.
         store = table.data
-        store.rocksdb_options = _Options(settings, memory, use_rocksdict=store.use_rocksdict)
+        store.rocksdb_options = _Options(settings, cache, use_rocksdict=store.use_rocksdict)
 
     @property
     def changelog_topic(self) -> str:

@@ -100,21 +100,21 @@ def test_a_getter_kept_past_the_revoke_does_not_keep_the_database_open(
 
 
 def test_every_database_of_the_worker_shares_one_block_cache(tmp_path: Path) -> None:
-    # Faust gives each partition's database its own; tables.store.StoreMemory is one for
+    # Faust gives each partition's database its own; tables.store.shared_cache is one for
     # the worker, so its cache does not grow with its partitions.
     app = _app(tmp_path, block_cache_size=8 << 20)
     state, timers = app.state_store, app.timer_store
-    memory = state._table.data.rocksdb_options.memory  # noqa: SLF001 - what Faust opens with
-    assert timers._table.data.rocksdb_options.memory is memory  # noqa: SLF001
+    cache = state._table.data.rocksdb_options.cache  # noqa: SLF001 - what Faust opens with
+    assert timers._table.data.rocksdb_options.cache is cache  # noqa: SLF001
     value = b"v" * 200
     for store in (state, timers):
         for partition in (0, 1, 2):
             store.write(partition, {b"k%d" % n: value for n in range(2000)})
             store.db(partition).flush()  # to a file: reads then go through the cache
-    before = memory.cache.get_usage()
+    before = cache.get_usage()
     for store in (state, timers):
         for partition in (0, 1, 2):
             assert store.get(partition, b"k1999") == value
     # Every database's blocks were read into the one cache.
-    assert memory.cache.get_usage() > before + 6 * 1000
-    assert memory.cache.get_usage() <= 8 << 20
+    assert cache.get_usage() > before + 6 * 1000
+    assert cache.get_usage() <= 8 << 20
